@@ -1,0 +1,1 @@
+"""genrm package."""
