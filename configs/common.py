@@ -6,6 +6,9 @@ locked) with the nearest valid key names.
 """
 
 import ml_collections
+from ml_collections import config_dict
+
+_ph = config_dict.placeholder
 
 # Logical axis -> mesh axes. Batch over (data, fsdp); weights' embed dim over
 # fsdp (ZeRO-3 style); heads / mlp / vocab over tensor (Megatron style).
@@ -31,83 +34,123 @@ def base_config() -> ml_collections.ConfigDict:
   c.job = "sft"  # sft | sample | grpo | rlcs | rlmr | pipeline | ifeval_eval
   c.seed = 0
 
-  c.model = ml_collections.ConfigDict(dict(
-      preset="tiny",  # A name in model/config.py PRESETS; keys below override.
-      vocab_size=None, d_model=None, num_layers=None, num_heads=None,
-      num_kv_heads=None, head_dim=None, mlp_dim=None, max_seq_len=None,
-      rope_theta=None, rms_eps=None, tie_embeddings=None, qkv_bias=None,
-      qk_norm=None,
-      param_dtype="float32",
-      dtype="float32",  # bfloat16 = bf16 matmul inputs, f32 accumulation.
-      cache_dtype="float32",
-      remat=False,
-  ))
+  c.model = ml_collections.ConfigDict(
+      dict(
+          preset="tiny",  # A name in model/config.py PRESETS; keys below override.
+          # Typed placeholders (None = take the preset's value), so each can be
+          # overridden from the command line.
+          vocab_size=_ph(int),
+          d_model=_ph(int),
+          num_layers=_ph(int),
+          num_heads=_ph(int),
+          num_kv_heads=_ph(int),
+          head_dim=_ph(int),
+          mlp_dim=_ph(int),
+          max_seq_len=_ph(int),
+          rope_theta=_ph(float),
+          rms_eps=_ph(float),
+          tie_embeddings=_ph(bool),
+          qkv_bias=_ph(bool),
+          qk_norm=_ph(bool),
+          param_dtype="float32",
+          dtype="float32",  # bfloat16 = bf16 matmul inputs, f32 accumulation.
+          cache_dtype="float32",
+          remat=False,
+      )
+  )
   # Where initial weights come from: "" (random init), or a pretrained
   # checkpoint of `init.kind` ("hf" directory or "gguf" file).
   c.init = ml_collections.ConfigDict(dict(kind="", path=""))
 
-  c.tokenizer = ml_collections.ConfigDict(dict(
-      kind="sentencepiece",  # sentencepiece (trained into workdir) | gguf
-      path="",  # Existing .model (or .gguf); "" trains one in the workdir.
-      vocab_size=4096,
-      max_train_texts=30000,  # Texts sampled from the data to train it.
-  ))
+  c.tokenizer = ml_collections.ConfigDict(
+      dict(
+          kind="sentencepiece",  # sentencepiece (trained into workdir) | gguf
+          path="",  # Existing .model (or .gguf); "" trains one in the workdir.
+          vocab_size=4096,
+          max_train_texts=30000,  # Texts sampled from the data to train it.
+      )
+  )
 
-  c.data = ml_collections.ConfigDict(dict(
-      source="storyworld",  # storyworld | jsonl
-      storyworld=ml_collections.ConfigDict(dict(
-          seed=0,
-          # Split sizes; 0 keeps the generator's default.
-          sft_train=20000, sft_eval=500, pairs_train=6000, pairs_eval=400,
-          contexts_train=2000, contexts_eval=200, constraints_train=2000,
-          constraints_eval=200, sft_constraints=3000,
-      )),
-      # User JSONL files (data.source=jsonl); see README "Data formats".
-      files=ml_collections.ConfigDict(dict(
-          sft_train="", sft_eval="", pairs_train="", pairs_eval="",
-          contexts_train="", contexts_eval="", constraints_train="",
-          constraints_eval="",
-      )),
-      seq_len=320,  # SFT sequence length (prompt + response).
-      num_threads=2,  # grain read/featurize threads.
-  ))
+  c.data = ml_collections.ConfigDict(
+      dict(
+          source="storyworld",  # storyworld | jsonl
+          storyworld=ml_collections.ConfigDict(
+              dict(
+                  seed=0,
+                  # Split sizes; 0 keeps the generator's default.
+                  sft_train=20000,
+                  sft_eval=500,
+                  pairs_train=6000,
+                  pairs_eval=400,
+                  contexts_train=2000,
+                  contexts_eval=200,
+                  constraints_train=2000,
+                  constraints_eval=200,
+                  sft_constraints=3000,
+              )
+          ),
+          # User JSONL files (data.source=jsonl); see README "Data formats".
+          files=ml_collections.ConfigDict(
+              dict(
+                  sft_train="",
+                  sft_eval="",
+                  pairs_train="",
+                  pairs_eval="",
+                  contexts_train="",
+                  contexts_eval="",
+                  constraints_train="",
+                  constraints_eval="",
+              )
+          ),
+          seq_len=320,  # SFT sequence length (prompt + response).
+          num_threads=2,  # grain read/featurize threads.
+      )
+  )
 
-  c.sampler = ml_collections.ConfigDict(dict(
-      max_new_tokens=160,
-      temperature=1.0,
-      top_k=0,
-      top_p=1.0,
-      prompt_buckets=(64, 128, 192, 256, 384, 512),
-  ))
+  c.sampler = ml_collections.ConfigDict(
+      dict(
+          max_new_tokens=160,
+          temperature=1.0,
+          top_k=0,
+          top_p=1.0,
+          prompt_buckets=(64, 128, 192, 256, 384, 512),
+      )
+  )
 
-  c.sft = ml_collections.ConfigDict(dict(
-      steps=300,
-      batch_size=16,  # Global batch (all processes).
-      grad_accum=1,  # Micro-batches per step (batch_size must divide).
-      eval_every=100,
-      eval_batches=4,
-      sample_every=0,  # 0: only at the end.
-      num_samples=4,  # Continuations written to samples_<step>.txt.
-      log_every=10,
-  ))
+  c.sft = ml_collections.ConfigDict(
+      dict(
+          steps=300,
+          batch_size=16,  # Global batch (all processes).
+          grad_accum=1,  # Micro-batches per step (batch_size must divide).
+          eval_every=100,
+          eval_batches=4,
+          sample_every=0,  # 0: only at the end.
+          num_samples=4,  # Continuations written to samples_<step>.txt.
+          log_every=10,
+      )
+  )
 
-  c.optim = ml_collections.ConfigDict(dict(
-      lr=3e-3,
-      warmup_steps=30,
-      min_lr_ratio=0.1,  # Cosine decays to lr * min_lr_ratio.
-      weight_decay=0.01,  # Not applied to norms and biases.
-      b1=0.9,
-      b2=0.98,
-      eps=1e-8,
-      clip_norm=1.0,
-  ))
+  c.optim = ml_collections.ConfigDict(
+      dict(
+          lr=3e-3,
+          warmup_steps=30,
+          min_lr_ratio=0.1,  # Cosine decays to lr * min_lr_ratio.
+          weight_decay=0.01,  # Not applied to norms and biases.
+          b1=0.9,
+          b2=0.98,
+          eps=1e-8,
+          clip_norm=1.0,
+      )
+  )
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding_rules = DEFAULT_SHARDING_RULES
 
-  c.ckpt = ml_collections.ConfigDict(dict(
-      every_steps=100,
-      max_to_keep=2,
-  ))
+  c.ckpt = ml_collections.ConfigDict(
+      dict(
+          every_steps=100,
+          max_to_keep=2,
+      )
+  )
   c.log = ml_collections.ConfigDict(dict(progress_bar=True))
   return c

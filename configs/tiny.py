@@ -19,9 +19,17 @@ def get_config(arg=None):
     c.model.vocab_size = None
     c.tokenizer.vocab_size = 400
     c.tokenizer.max_train_texts = 3000
-    for split in ("sft_train", "sft_eval", "pairs_train", "pairs_eval",
-                  "contexts_train", "contexts_eval", "constraints_train",
-                  "constraints_eval", "sft_constraints"):
+    for split in (
+        "sft_train",
+        "sft_eval",
+        "pairs_train",
+        "pairs_eval",
+        "contexts_train",
+        "contexts_eval",
+        "constraints_train",
+        "constraints_eval",
+        "sft_constraints",
+    ):
       c.data.storyworld[split] = 40
     c.data.storyworld.sft_train = 200
     c.model.max_seq_len = 512

@@ -30,8 +30,10 @@ TOKEN_USER_DEFINED = 4
 TOKEN_UNUSED = 5
 TOKEN_BYTE = 6
 
-_GPT2_PATTERN = (r"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+"
-                 r"|[{S}]+(?![^{S}])|[{S}]+")
+_GPT2_PATTERN = (
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+"
+    r"|[{S}]+(?![^{S}])|[{S}]+"
+)
 # tokenizer.ggml.pre -> patterns applied in turn, each splitting every piece
 # into its matches and the text between them (llama.cpp semantics; the same
 # as Hugging Face's pre-tokenizer sequences for these models).
@@ -43,18 +45,29 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
 }
 
 # Unicode White_Space property (what \s means in Rust regex / Oniguruma).
-_WHITE_SPACE = ((0x09, 0x0D), (0x20, 0x20), (0x85, 0x85), (0xA0, 0xA0),
-                (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029),
-                (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000))
+_WHITE_SPACE = (
+    (0x09, 0x0D),
+    (0x20, 0x20),
+    (0x85, 0x85),
+    (0xA0, 0xA0),
+    (0x1680, 0x1680),
+    (0x2000, 0x200A),
+    (0x2028, 0x2029),
+    (0x202F, 0x202F),
+    (0x205F, 0x205F),
+    (0x3000, 0x3000),
+)
 
 _IM_START, _IM_END, _END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 
 
 def bytes_to_unicode() -> dict[int, str]:
   """GPT-2's reversible map from bytes to printable unicode characters."""
-  printable = (list(range(ord("!"), ord("~") + 1)) +
-               list(range(ord("¡"), ord("¬") + 1)) +
-               list(range(ord("®"), ord("ÿ") + 1)))
+  printable = (
+      list(range(ord("!"), ord("~") + 1))
+      + list(range(ord("¡"), ord("¬") + 1))
+      + list(range(ord("®"), ord("ÿ") + 1))
+  )
   chars = printable[:]
   extra = 0
   for b in range(256):
@@ -89,8 +102,7 @@ def _unicode_classes() -> dict[str, str]:
   """Character-class bodies for \\p{L}, \\p{N} and \\s (built once)."""
   return {
       "L": _class_body(_ranges(str.isalpha)),  # Lu Ll Lt Lm Lo.
-      "N": _class_body(
-          _ranges(lambda c: unicodedata.category(c)[0] == "N")),
+      "N": _class_body(_ranges(lambda c: unicodedata.category(c)[0] == "N")),
       "S": _class_body(_WHITE_SPACE),
   }
 
@@ -107,7 +119,7 @@ def _split(pieces: list[str], pattern: re.Pattern[str]) -> list[str]:
     pos = 0
     for match in pattern.finditer(piece):
       if match.start() > pos:
-        out.append(piece[pos:match.start()])
+        out.append(piece[pos : match.start()])
       out.append(match.group())
       pos = match.end()
     if pos < len(piece):
@@ -117,19 +129,28 @@ def _split(pieces: list[str], pattern: re.Pattern[str]) -> list[str]:
 
 def _default_system_prompt(chat_template: str) -> str | None:
   """The literal system message a ChatML template adds when none is given."""
-  match = re.search(r"<\|im_start\|>system(?:\n|\\n)([^'\"{}]*?)<\|im_end\|>",
-                    chat_template)
+  match = re.search(
+      r"<\|im_start\|>system(?:\n|\\n)([^'\"{}]*?)<\|im_end\|>", chat_template
+  )
   return match.group(1) if match else None
 
 
 class BPETokenizer(Tokenizer):
   """Byte-level BPE with explicit special ids and a ChatML template."""
 
-  def __init__(self, tokens: Sequence[str], merges: Sequence[str], *,
-               eos_id: int, token_types: Sequence[int] | None = None,
-               pad_id: int | None = None, bos_id: int | None = None,
-               unk_id: int | None = None, pre: str = "gpt2",
-               chat_template: str | None = None):
+  def __init__(
+      self,
+      tokens: Sequence[str],
+      merges: Sequence[str],
+      *,
+      eos_id: int,
+      token_types: Sequence[int] | None = None,
+      pad_id: int | None = None,
+      bos_id: int | None = None,
+      unk_id: int | None = None,
+      pre: str = "gpt2",
+      chat_template: str | None = None,
+  ):
     """Builds the tokenizer.
 
     Args:
@@ -148,17 +169,28 @@ class BPETokenizer(Tokenizer):
         message, if it has one).
     """
     if pre not in PRE_TOKENIZERS:
-      raise ValueError(f"unsupported pre-tokenizer {pre!r}; supported: "
-                       f"{sorted(PRE_TOKENIZERS)}")
+      raise ValueError(
+          f"unsupported pre-tokenizer {pre!r}; supported: "
+          f"{sorted(PRE_TOKENIZERS)}"
+      )
     self.tokens = list(tokens)
     self.vocab_size = len(self.tokens)
-    self.token_types = (list(token_types) if token_types is not None else
-                        [TOKEN_NORMAL] * self.vocab_size)
+    self.token_types = (
+        list(token_types)
+        if token_types is not None
+        else [TOKEN_NORMAL] * self.vocab_size
+    )
     if len(self.token_types) != self.vocab_size:
-      raise ValueError(f"{len(self.token_types)} token types for "
-                       f"{self.vocab_size} tokens")
-    for name, value in (("eos_id", eos_id), ("pad_id", pad_id),
-                        ("bos_id", bos_id), ("unk_id", unk_id)):
+      raise ValueError(
+          f"{len(self.token_types)} token types for "
+          f"{self.vocab_size} tokens"
+      )
+    for name, value in (
+        ("eos_id", eos_id),
+        ("pad_id", pad_id),
+        ("bos_id", bos_id),
+        ("unk_id", unk_id),
+    ):
       if value is not None and not 0 <= value < self.vocab_size:
         raise ValueError(f"{name}={value} outside the vocabulary")
     self.eos_id = eos_id
@@ -175,7 +207,8 @@ class BPETokenizer(Tokenizer):
     self._byte_encoder = bytes_to_unicode()
     byte_decoder = {c: b for b, c in self._byte_encoder.items()}
     self._control = frozenset(
-        i for i, t in enumerate(self.token_types) if t == TOKEN_CONTROL)
+        i for i, t in enumerate(self.token_types) if t == TOKEN_CONTROL
+    )
     # Raw bytes of every token (control tokens decode to nothing).
     self._token_bytes = []
     for token, kind in zip(self.tokens, self.token_types):
@@ -184,19 +217,38 @@ class BPETokenizer(Tokenizer):
       elif kind == TOKEN_USER_DEFINED:
         self._token_bytes.append(token.encode("utf-8"))
       else:
-        self._token_bytes.append(b"".join(
-            bytes([byte_decoder[c]]) if c in byte_decoder else
-            c.encode("utf-8") for c in token))
-    specials = sorted((self.tokens[i] for i, t in enumerate(self.token_types)
-                       if t in (TOKEN_CONTROL, TOKEN_USER_DEFINED)),
-                      key=len, reverse=True)
-    self._special_re = (re.compile("|".join(map(re.escape, specials)))
-                        if specials else None)
+        self._token_bytes.append(
+            b"".join(
+                bytes([byte_decoder[c]])
+                if c in byte_decoder
+                else c.encode("utf-8")
+                for c in token
+            )
+        )
+    specials = sorted(
+        (
+            self.tokens[i]
+            for i, t in enumerate(self.token_types)
+            if t in (TOKEN_CONTROL, TOKEN_USER_DEFINED)
+        ),
+        key=len,
+        reverse=True,
+    )
+    self._special_re = (
+        re.compile("|".join(map(re.escape, specials))) if specials else None
+    )
     self._cache: dict[str, tuple[int, ...]] = {}
-    system = (_default_system_prompt(chat_template)
-              if chat_template and _IM_START in chat_template else None)
-    self.chatml = bool(chat_template and _IM_START in chat_template and
-                       _IM_START in self._vocab and _IM_END in self._vocab)
+    system = (
+        _default_system_prompt(chat_template)
+        if chat_template and _IM_START in chat_template
+        else None
+    )
+    self.chatml = bool(
+        chat_template
+        and _IM_START in chat_template
+        and _IM_START in self._vocab
+        and _IM_END in self._vocab
+    )
     self.default_system_prompt = system if self.chatml else None
 
   @classmethod
@@ -204,28 +256,36 @@ class BPETokenizer(Tokenizer):
     """Builds from GGUF key/values (`gguf_import.read_metadata`)."""
     model = meta.get("tokenizer.ggml.model")
     if model != "gpt2":
-      raise ValueError(f"tokenizer.ggml.model={model!r} is not byte-level "
-                       "BPE ('gpt2')")
+      raise ValueError(
+          f"tokenizer.ggml.model={model!r} is not byte-level " "BPE ('gpt2')"
+      )
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
     bos = meta.get("tokenizer.ggml.bos_token_id")
     return cls(
-        meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.merges"],
+        meta["tokenizer.ggml.tokens"],
+        meta["tokenizer.ggml.merges"],
         token_types=meta.get("tokenizer.ggml.token_type"),
         eos_id=int(meta["tokenizer.ggml.eos_token_id"]),
         pad_id=meta.get("tokenizer.ggml.padding_token_id"),
         bos_id=int(bos) if add_bos and bos is not None else None,
         unk_id=meta.get("tokenizer.ggml.unknown_token_id"),
         pre=meta.get("tokenizer.ggml.pre", "gpt2"),
-        chat_template=meta.get("tokenizer.chat_template"))
+        chat_template=meta.get("tokenizer.chat_template"),
+    )
 
   @classmethod
   def from_gguf(cls, path: str) -> BPETokenizer:
     """Reads the tokenizer embedded in a GGUF file."""
     import gguf  # pylint: disable=g-import-not-at-top
+
     reader = gguf.GGUFReader(path)
-    return cls.from_gguf_metadata({
-        name: field.contents() for name, field in reader.fields.items()
-        if name.startswith("tokenizer.")})
+    return cls.from_gguf_metadata(
+        {
+            name: field.contents()
+            for name, field in reader.fields.items()
+            if name.startswith("tokenizer.")
+        }
+    )
 
   # --------------------------------------------------------------------------
   # Encoding.
@@ -284,7 +344,7 @@ class BPETokenizer(Tokenizer):
     if parse_special and self._special_re is not None:
       chunks, pos = [], 0
       for match in self._special_re.finditer(text):
-        chunks.append((text[pos:match.start()], None))
+        chunks.append((text[pos : match.start()], None))
         chunks.append(("", self._vocab[match.group()]))
         pos = match.end()
       chunks.append((text[pos:], None))
@@ -305,8 +365,10 @@ class BPETokenizer(Tokenizer):
     for token_id in ids:
       token_id = int(token_id)
       if not 0 <= token_id < self.vocab_size:
-        raise ValueError(f"token id {token_id} outside the vocabulary "
-                         f"[0, {self.vocab_size})")
+        raise ValueError(
+            f"token id {token_id} outside the vocabulary "
+            f"[0, {self.vocab_size})"
+        )
       out.append(self._token_bytes[token_id])
     return b"".join(out).decode("utf-8", errors="replace")
 
@@ -322,22 +384,32 @@ class BPETokenizer(Tokenizer):
     """
     if not self.chatml:
       return super().format_prompt(user_text)
-    system = ("" if self.default_system_prompt is None else
-              f"{_IM_START}system\n{self.default_system_prompt}{_IM_END}\n")
-    return (f"{system}{_IM_START}user\n{user_text}{_IM_END}\n"
-            f"{_IM_START}assistant\n")
+    system = (
+        ""
+        if self.default_system_prompt is None
+        else f"{_IM_START}system\n{self.default_system_prompt}{_IM_END}\n"
+    )
+    return (
+        f"{system}{_IM_START}user\n{user_text}{_IM_END}\n"
+        f"{_IM_START}assistant\n"
+    )
 
   def encode_prompt(self, user_text: str) -> list[int]:
     """bos (if any) + the formatted prompt, with specials only from the
     template: control strings inside `user_text` stay plain text."""
     if not self.chatml:
       prefix = [] if self.bos_id is None else [self.bos_id]
-      return prefix + self.encode(self.format_prompt(user_text),
-                                  parse_special=False)
+      return prefix + self.encode(
+          self.format_prompt(user_text), parse_special=False
+      )
     before, after = self.format_prompt("\0").split("\0")
     ids = [] if self.bos_id is None else [self.bos_id]
-    return (ids + self.encode(before) +
-            self.encode(user_text, parse_special=False) + self.encode(after))
+    return (
+        ids
+        + self.encode(before)
+        + self.encode(user_text, parse_special=False)
+        + self.encode(after)
+    )
 
   @property
   def stop_ids(self) -> tuple[int, ...]:

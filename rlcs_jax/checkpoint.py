@@ -25,14 +25,23 @@ class CheckpointMismatchError(ValueError):
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` with our three items."""
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3,
-               save_interval_steps: int = 1):
+  def __init__(
+      self,
+      directory: str,
+      *,
+      max_to_keep: int = 3,
+      save_interval_steps: int = 1,
+  ):
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-        create=True, enable_async_checkpointing=False)
-    self._mngr = ocp.CheckpointManager(self.directory, options=options,
-                                       item_names=("state", "data", "meta"))
+        max_to_keep=max_to_keep,
+        save_interval_steps=save_interval_steps,
+        create=True,
+        enable_async_checkpointing=False,
+    )
+    self._mngr = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data", "meta")
+    )
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -40,37 +49,52 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._mngr.all_steps())
 
-  def save(self, step: int, state: Any, data: dict[str, Any],
-           meta: dict[str, Any], *, force: bool = False) -> bool:
+  def save(
+      self,
+      step: int,
+      state: Any,
+      data: dict[str, Any],
+      meta: dict[str, Any],
+      *,
+      force: bool = False,
+  ) -> bool:
     """Saves if the interval says so (or `force`); returns whether it did."""
     saved = self._mngr.save(
         step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                data=ocp.args.JsonSave(data),
-                                meta=ocp.args.JsonSave(meta)),
-        force=force)
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data),
+            meta=ocp.args.JsonSave(meta),
+        ),
+        force=force,
+    )
     self._mngr.wait_until_finished()
     return saved
 
-  def restore(self, abstract_state: Any, meta: dict[str, Any],
-              step: int | None = None) -> tuple[Any, dict[str, Any], int]:
+  def restore(
+      self, abstract_state: Any, meta: dict[str, Any], step: int | None = None
+  ) -> tuple[Any, dict[str, Any], int]:
     """Restores (state, data, step) onto the shardings of `abstract_state`."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     saved_meta = self._mngr.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+    )["meta"]
     check_meta(saved_meta, meta, f"{self.directory}/{step}")
     try:
       restored = self._mngr.restore(
           step,
           args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract_state),
-              data=ocp.args.JsonRestore()))
+              data=ocp.args.JsonRestore(),
+          ),
+      )
     except (ValueError, KeyError) as e:
       raise CheckpointMismatchError(
           f"checkpoint {self.directory}/{step} does not match the current "
-          f"train state layout: {e}") from e
+          f"train state layout: {e}"
+      ) from e
     logging.info("restored checkpoint %s/%d", self.directory, step)
     return restored["state"], restored["data"], step
 
@@ -78,8 +102,9 @@ class Checkpointer:
     self._mngr.close()
 
 
-def check_meta(saved: dict[str, Any], current: dict[str, Any],
-               where: str) -> None:
+def check_meta(
+    saved: dict[str, Any], current: dict[str, Any], where: str
+) -> None:
   """Raises naming every key whose saved value differs from the current."""
   diffs = []
   for key in sorted(set(saved) | set(current)):
@@ -89,15 +114,18 @@ def check_meta(saved: dict[str, Any], current: dict[str, Any],
     if isinstance(a, dict) and isinstance(b, dict):
       for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
-          diffs.append(f"{key}.{k}: checkpoint={a.get(k)!r} "
-                       f"config={b.get(k)!r}")
+          diffs.append(
+              f"{key}.{k}: checkpoint={a.get(k)!r} " f"config={b.get(k)!r}"
+          )
     elif a != b:
       diffs.append(f"{key}: checkpoint={a!r} config={b!r}")
   if diffs:
     raise CheckpointMismatchError(
         f"checkpoint {where} was written with a different configuration:\n  "
-        + "\n  ".join(diffs) + "\nUse a fresh --workdir or restore the "
-        "original settings.")
+        + "\n  ".join(diffs)
+        + "\nUse a fresh --workdir or restore the "
+        "original settings."
+    )
 
 
 def model_meta(model_cfg: Any) -> dict[str, Any]:
@@ -113,7 +141,8 @@ def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs with shardings, for `restore`."""
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-      tree)
+      tree,
+  )
 
 
 def save_params(path: str, params: Any) -> None:

@@ -38,14 +38,21 @@ def check_key(config: Any, key: str) -> None:
   if key in keys:
     return
   parent = key.rsplit(".", 1)[0] if "." in key else ""
-  siblings = [k for k in keys if (k.startswith(parent + ".") and "." not in
-                                  k[len(parent) + 1:])] if parent else [
-                                      k for k in keys if "." not in k]
+  siblings = (
+      [
+          k
+          for k in keys
+          if (k.startswith(parent + ".") and "." not in k[len(parent) + 1 :])
+      ]
+      if parent
+      else [k for k in keys if "." not in k]
+  )
   close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
   hint = f" Did you mean: {', '.join(close)}?" if close else ""
   raise UnknownConfigKeyError(
       f"unknown config key {key!r}.{hint} Valid keys here: "
-      f"{', '.join(sorted(siblings)) or '(none)'}")
+      f"{', '.join(sorted(siblings)) or '(none)'}"
+  )
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -69,7 +76,7 @@ def check_overrides(argv: Sequence[str]) -> None:
     elif a == "--config" and i + 1 < len(argv):
       spec = argv[i + 1]
     elif a.startswith("--config."):
-      overrides.append(a[len("--config."):].split("=", 1)[0])
+      overrides.append(a[len("--config.") :].split("=", 1)[0])
   if spec is None or not overrides:
     return
   config = load_config_file(spec)

@@ -14,26 +14,31 @@ from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/tiny.py[:arg].",
-    lock_config=True)
+    "config", None, "Config file, e.g. configs/tiny.py[:arg].", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", None,
+    "distributed",
+    None,
     "Call jax.distributed.initialize(); default: when JAX_COORDINATOR_ADDRESS"
-    " (or a cluster environment) is present.")
+    " (or a cluster environment) is present.",
+)
 
 
 def _jobs():
   # Imported lazily so `--help` stays fast.
   from rlcs_jax.trainers import jobs
+
   return jobs.JOBS
 
 
 def main(argv):
   del argv
   import jax
-  if _DISTRIBUTED.value or (_DISTRIBUTED.value is None and
-                            "JAX_COORDINATOR_ADDRESS" in os.environ):
+
+  if _DISTRIBUTED.value or (
+      _DISTRIBUTED.value is None and "JAX_COORDINATOR_ADDRESS" in os.environ
+  ):
     jax.distributed.initialize()
   config = _CONFIG.value
   workdir = _WORKDIR.value
@@ -41,17 +46,28 @@ def main(argv):
     raise app.UsageError("--config and --workdir are required")
   jobs = _jobs()
   if config.job not in jobs:
-    raise app.UsageError(f"unknown config.job={config.job!r}; expected one of "
-                         f"{sorted(jobs)}")
-  logging.info("process %d/%d, devices: %s", jax.process_index(),
-               jax.process_count(), jax.devices())
+    raise app.UsageError(
+        f"unknown config.job={config.job!r}; expected one of " f"{sorted(jobs)}"
+    )
+  logging.info(
+      "process %d/%d, devices: %s",
+      jax.process_index(),
+      jax.process_count(),
+      jax.devices(),
+  )
   logging.info("config:\n%s", config)
-  jobs[config.job](config, workdir)
+  from rlcs_jax import preemption
+
+  try:
+    jobs[config.job](config, workdir)
+  except preemption.Preempted as e:
+    logging.warning("%s", e)  # Clean exit: the checkpoint is saved.
 
 
 def run():
   flags.mark_flags_as_required(["config", "workdir"])
   from rlcs_jax import config_keys
+
   try:
     config_keys.check_overrides(sys.argv[1:])
   except (config_keys.UnknownConfigKeyError, FileNotFoundError) as e:

@@ -33,20 +33,23 @@ def to_host(metrics: Mapping[str, Any]) -> dict[str, float]:
   return out
 
 
-def check_finite(step: int, metrics: Mapping[str, float],
-                 keys: tuple[str, ...] = ("loss",)) -> None:
+def check_finite(
+    step: int, metrics: Mapping[str, float], keys: tuple[str, ...] = ("loss",)
+) -> None:
   for k in keys:
     if k in metrics and not math.isfinite(metrics[k]):
       raise NonFiniteLossError(
           f"non-finite {k}={metrics[k]} at step {step}; lower the learning "
-          "rate or check the data of this step")
+          "rate or check the data of this step"
+      )
 
 
 class MetricWriter:
   """Writes scalars to TensorBoard and metrics.jsonl (process 0 only)."""
 
-  def __init__(self, workdir: str, *, stage: str = "train",
-               enabled: bool | None = None):
+  def __init__(
+      self, workdir: str, *, stage: str = "train", enabled: bool | None = None
+  ):
     self.enabled = (jax.process_index() == 0) if enabled is None else enabled
     self.stage = stage
     self.path = os.path.join(workdir, "metrics.jsonl")
@@ -54,6 +57,7 @@ class MetricWriter:
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       from tensorboardX import SummaryWriter  # Heavy import; writer only.
+
       self._tb = SummaryWriter(os.path.join(workdir, "tb", stage))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:

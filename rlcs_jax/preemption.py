@@ -18,8 +18,10 @@ class Preempted(Exception):
   """Training stopped at a step boundary after saving a checkpoint."""
 
   def __init__(self, stage: str, step: int):
-    super().__init__(f"{stage}: stopped at step {step} after saving a "
-                     "checkpoint; rerun the same command to resume")
+    super().__init__(
+        f"{stage}: stopped at step {step} after saving a "
+        "checkpoint; rerun the same command to resume"
+    )
     self.stage = stage
     self.step = step
 
@@ -34,13 +36,16 @@ class StopRequest:
 
   def request(self, *_):
     if not self._event.is_set():
-      logging.warning("stop requested: will checkpoint at the next step "
-                      "boundary and exit")
+      logging.warning(
+          "stop requested: will checkpoint at the next step "
+          "boundary and exit"
+      )
     self._event.set()
 
   def should_stop(self, step: int) -> bool:
-    return self._event.is_set() or (self.stop_at_step is not None and
-                                    step >= self.stop_at_step)
+    return self._event.is_set() or (
+        self.stop_at_step is not None and step >= self.stop_at_step
+    )
 
   def install(self) -> "StopRequest":
     """Routes SIGTERM and SIGINT to `request` (main thread only)."""

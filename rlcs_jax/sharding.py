@@ -35,19 +35,23 @@ def mesh_shape(sizes: dict[str, int], num_devices: int) -> tuple[int, ...]:
       raise ValueError(f"mesh {sizes} does not divide {num_devices} devices")
     shape[shape.index(-1)] = num_devices // known
   if math.prod(shape) != num_devices:
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs "
-                     f"{math.prod(shape)} devices, but {num_devices} are "
-                     "available; use -1 for one axis to fill the rest")
+    raise ValueError(
+        f"mesh {dict(zip(MESH_AXES, shape))} needs "
+        f"{math.prod(shape)} devices, but {num_devices} are "
+        "available; use -1 for one axis to fill the rest"
+    )
   return tuple(shape)
 
 
-def make_mesh(sizes: dict[str, int],
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+    sizes: dict[str, int], devices: Sequence[jax.Device] | None = None
+) -> Mesh:
   """Builds the (data, fsdp, tensor) mesh with classic (Auto) axis types."""
   devices = list(devices if devices is not None else jax.devices())
   shape = mesh_shape(sizes, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3,
-                       devices=devices)
+  return jax.make_mesh(
+      shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices
+  )
 
 
 def _axis_size(mesh: Mesh, axes: Any) -> int:
@@ -58,8 +62,9 @@ def _axis_size(mesh: Mesh, axes: Any) -> int:
   return math.prod(mesh.shape[a] for a in axes)
 
 
-def logical_to_sharding(logical_specs: Any, abstract: Any, mesh: Mesh,
-                        rules: Rules) -> Any:
+def logical_to_sharding(
+    logical_specs: Any, abstract: Any, mesh: Mesh, rules: Rules
+) -> Any:
   """Maps a tree of logical PartitionSpecs to NamedShardings.
 
   Dimensions not divisible by their mesh axes are replicated.
@@ -71,17 +76,22 @@ def logical_to_sharding(logical_specs: Any, abstract: Any, mesh: Mesh,
     if spec is None or not isinstance(spec, P):
       return NamedSharding(mesh, P())
     dims = []
-    for size, axes in zip(leaf.shape, tuple(spec) + (None,) *
-                          (len(leaf.shape) - len(spec))):
+    for size, axes in zip(
+        leaf.shape, tuple(spec) + (None,) * (len(leaf.shape) - len(spec))
+    ):
       if axes is not None and size % _axis_size(mesh, axes):
-        logging.info("replicating a dim of size %d: not divisible by mesh "
-                     "axes %s", size, axes)
+        logging.info(
+            "replicating a dim of size %d: not divisible by mesh " "axes %s",
+            size,
+            axes,
+        )
         axes = None
       dims.append(axes)
     return NamedSharding(mesh, P(*dims))
 
-  return jax.tree.map(fit, mesh_specs, abstract,
-                      is_leaf=lambda x: isinstance(x, P) or x is None)
+  return jax.tree.map(
+      fit, mesh_specs, abstract, is_leaf=lambda x: isinstance(x, P) or x is None
+  )
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
@@ -95,10 +105,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def global_batch(local: Any, mesh: Mesh) -> Any:
   """Host numpy batch (this process's rows) -> global sharded jax arrays."""
+
   def put(x):
     x = np.asarray(x)
     return jax.make_array_from_process_local_data(
-        batch_sharding(mesh, x.ndim), x)
+        batch_sharding(mesh, x.ndim), x
+    )
+
   return jax.tree.map(put, local)
 
 

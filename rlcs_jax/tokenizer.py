@@ -73,18 +73,24 @@ class SentencePieceTokenizer(Tokenizer):
     return self._sp.decode([int(i) for i in ids if int(i) not in self._special])
 
 
-def train_sentencepiece(texts: Iterable[str], model_prefix: str, *,
-                        vocab_size: int, model_type: str = "bpe",
-                        seed_sentencepiece_size: int = 200_000,
-                        user_symbols: Sequence[str] = ()) -> str:
+def train_sentencepiece(
+    texts: Iterable[str],
+    model_prefix: str,
+    *,
+    vocab_size: int,
+    model_type: str = "bpe",
+    seed_sentencepiece_size: int = 200_000,
+    user_symbols: Sequence[str] = (),
+) -> str:
   """Trains a SentencePiece model on texts; returns the `.model` path.
 
   Newlines are kept as a piece (byte fallback covers anything unseen), so
   round trips are exact for any UTF-8 text.
   """
   os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False,
-                                   encoding="utf-8") as f:
+  with tempfile.NamedTemporaryFile(
+      "w", suffix=".txt", delete=False, encoding="utf-8"
+  ) as f:
     for text in texts:
       for line in text.split("\n"):
         if line.strip():
@@ -92,14 +98,26 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str, *,
     corpus = f.name
   try:
     spm.SentencePieceTrainer.train(
-        input=corpus, model_prefix=model_prefix, vocab_size=vocab_size,
-        model_type=model_type, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-        byte_fallback=True, character_coverage=1.0,
-        normalization_rule_name="identity", remove_extra_whitespaces=False,
-        split_digits=True, allow_whitespace_only_pieces=True,
+        input=corpus,
+        model_prefix=model_prefix,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        byte_fallback=True,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
         user_defined_symbols=["\n", *user_symbols],
         seed_sentencepiece_size=seed_sentencepiece_size,
-        num_threads=os.cpu_count() or 1, minloglevel=2)
+        hard_vocab_limit=False,
+        num_threads=os.cpu_count() or 1,
+        minloglevel=2,
+    )
   finally:
     os.remove(corpus)
   return model_prefix + ".model"

@@ -46,11 +46,13 @@ class _JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def __init__(self, *, files: dict[str, str], **kwargs: Any):
     for split, path in files.items():
       if not os.path.exists(path):
-        raise FileNotFoundError(f"{self.KIND} split {split!r}: file not found:"
-                                f" {path}")
+        raise FileNotFoundError(
+            f"{self.KIND} split {split!r}: file not found:" f" {path}"
+        )
     self._files = dict(files)
-    config = tfds.core.BuilderConfig(name=_fingerprint(self._files),
-                                     description=json.dumps(self._files))
+    config = tfds.core.BuilderConfig(
+        name=_fingerprint(self._files), description=json.dumps(self._files)
+    )
     super().__init__(config=config, file_format="array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -59,13 +61,17 @@ class _JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         for field, (ftype, _) in jsonl.SCHEMAS[self.KIND].items()
     }
     return tfds.core.DatasetInfo(
-        builder=self, features=tfds.features.FeaturesDict(features),
-        description=f"rlcs_jax {self.KIND} records from JSONL.")
+        builder=self,
+        features=tfds.features.FeaturesDict(features),
+        description=f"rlcs_jax {self.KIND} records from JSONL.",
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {split: self._generate_examples(path)
-            for split, path in self._files.items()}
+    return {
+        split: self._generate_examples(path)
+        for split, path in self._files.items()
+    }
 
   def _generate_examples(self, path):
     schema = jsonl.SCHEMAS[self.KIND]
@@ -73,8 +79,12 @@ class _JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for i, record in enumerate(jsonl.iter_jsonl(path, self.KIND)):
       n += 1
       yield i, {
-          field: (json.dumps(record[field]) if schema[field][0] == "json" else
-                  record[field]) for field in schema
+          field: (
+              json.dumps(record[field])
+              if schema[field][0] == "json"
+              else record[field]
+          )
+          for field in schema
       }
     if n == 0:
       raise jsonl.DataError(f"{path}: no records (empty split)")

@@ -61,8 +61,9 @@ class DataError(ValueError):
   """A data file that does not match its schema."""
 
 
-def _check_value(kind: str, field: str, ftype: str, value: Any,
-                 where: str) -> Any:
+def _check_value(
+    kind: str, field: str, ftype: str, value: Any, where: str
+) -> Any:
   ok = {
       "str": isinstance(value, str),
       "int": isinstance(value, int) and not isinstance(value, bool),
@@ -70,16 +71,29 @@ def _check_value(kind: str, field: str, ftype: str, value: Any,
       "json": True,
   }[ftype]
   if not ok:
-    raise DataError(f"{where}: field {field!r} of a {kind!r} record must be "
-                    f"{ftype}, got {type(value).__name__}")
+    raise DataError(
+        f"{where}: field {field!r} of a {kind!r} record must be "
+        f"{ftype}, got {type(value).__name__}"
+    )
   if kind == "pairs" and field == "label" and value not in (1, 2):
     raise DataError(f"{where}: field 'label' must be 1 or 2, got {value!r}")
-  if kind == "ifeval" and field == "instruction_id_list" and not (
-      isinstance(value, list) and all(isinstance(v, str) for v in value)):
-    raise DataError(f"{where}: 'instruction_id_list' must be a list of "
-                    "strings")
-  if kind == "ifeval" and field == "kwargs" and not (
-      isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+  if (
+      kind == "ifeval"
+      and field == "instruction_id_list"
+      and not (
+          isinstance(value, list) and all(isinstance(v, str) for v in value)
+      )
+  ):
+    raise DataError(
+        f"{where}: 'instruction_id_list' must be a list of " "strings"
+    )
+  if (
+      kind == "ifeval"
+      and field == "kwargs"
+      and not (
+          isinstance(value, list) and all(isinstance(v, dict) for v in value)
+      )
+  ):
     raise DataError(f"{where}: 'kwargs' must be a list of objects")
   return float(value) if ftype == "float" else value
 
@@ -87,26 +101,31 @@ def _check_value(kind: str, field: str, ftype: str, value: Any,
 def validate_record(kind: str, record: Any, where: str) -> dict[str, Any]:
   """Checks one decoded record against its schema; fills optional fields."""
   if kind not in SCHEMAS:
-    raise ValueError(f"unknown data kind {kind!r}; expected one of "
-                     f"{sorted(SCHEMAS)}")
+    raise ValueError(
+        f"unknown data kind {kind!r}; expected one of " f"{sorted(SCHEMAS)}"
+    )
   if not isinstance(record, dict):
-    raise DataError(f"{where}: expected a JSON object, got "
-                    f"{type(record).__name__}")
+    raise DataError(
+        f"{where}: expected a JSON object, got " f"{type(record).__name__}"
+    )
   out = {}
   for field, (ftype, required) in SCHEMAS[kind].items():
     if field not in record or record[field] is None:
       if required:
-        raise DataError(f"{where}: missing required field {field!r} for a "
-                        f"{kind!r} record (required: "
-                        f"{[f for f, (_, r) in SCHEMAS[kind].items() if r]})")
+        raise DataError(
+            f"{where}: missing required field {field!r} for a "
+            f"{kind!r} record (required: "
+            f"{[f for f, (_, r) in SCHEMAS[kind].items() if r]})"
+        )
       out[field] = _DEFAULTS[ftype]
       continue
     out[field] = _check_value(kind, field, ftype, record[field], where)
-  if kind == "ifeval" and len(out["kwargs"]) != len(
-      out["instruction_id_list"]):
-    raise DataError(f"{where}: 'kwargs' has {len(out['kwargs'])} entries but "
-                    f"'instruction_id_list' has "
-                    f"{len(out['instruction_id_list'])}")
+  if kind == "ifeval" and len(out["kwargs"]) != len(out["instruction_id_list"]):
+    raise DataError(
+        f"{where}: 'kwargs' has {len(out['kwargs'])} entries but "
+        f"'instruction_id_list' has "
+        f"{len(out['instruction_id_list'])}"
+    )
   return out
 
 
@@ -122,8 +141,10 @@ def iter_jsonl(path: str, kind: str) -> Iterator[dict[str, Any]]:
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
-        raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})"
-                        "; each line must be one JSON object") from None
+        raise DataError(
+            f"{where}: invalid JSON ({e.msg} at column {e.colno})"
+            "; each line must be one JSON object"
+        ) from None
       yield validate_record(kind, record, where)
 
 

@@ -47,27 +47,35 @@ class SftFeaturizer:
       raise PromptTooLongError(
           f"{self.source_name}: record {record['id']!r} has a {len(prompt)}-"
           f"token prompt; data.seq_len={self.seq_len} leaves no room for the "
-          "response (raise data.seq_len or shorten the prompt)")
-    ids = (prompt + response)[:self.seq_len]  # Long responses are cut.
+          "response (raise data.seq_len or shorten the prompt)"
+      )
+    ids = (prompt + response)[: self.seq_len]  # Long responses are cut.
     tokens = np.full(self.seq_len, tok.pad_id, np.int32)
-    tokens[:len(ids)] = ids
+    tokens[: len(ids)] = ids
     valid = np.zeros(self.seq_len, bool)
-    valid[:len(ids)] = True
+    valid[: len(ids)] = True
     # Position t predicts token t+1: mark t where t+1 is a response token.
     loss_mask = np.zeros(self.seq_len, np.float32)
-    loss_mask[len(prompt) - 1:len(ids) - 1] = 1.0
+    loss_mask[len(prompt) - 1 : len(ids) - 1] = 1.0
     return {"tokens": tokens, "valid": valid, "loss_mask": loss_mask}
 
 
 def _process_slice(ds: grain.MapDataset) -> grain.MapDataset:
   if jax.process_count() > 1:
-    ds = ds[jax.process_index()::jax.process_count()]
+    ds = ds[jax.process_index() :: jax.process_count()]
   return ds
 
 
-def batched_iterator(source, *, featurize: Callable[[Any], Any],
-                     batch_size: int, seed: int, shuffle: bool = True,
-                     num_epochs: int | None = None, num_threads: int = 2):
+def batched_iterator(
+    source,
+    *,
+    featurize: Callable[[Any], Any],
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    num_threads: int = 2,
+):
   """Builds a checkpointable grain iterator of numpy batches.
 
   `batch_size` is the per-process batch. Epochs are reshuffled with
@@ -75,26 +83,45 @@ def batched_iterator(source, *, featurize: Callable[[Any], Any],
   """
   ds = _process_slice(grain.MapDataset.source(source))
   if len(ds) < batch_size:
-    raise ValueError(f"dataset has {len(ds)} records on this process, fewer "
-                     f"than the batch size {batch_size}")
+    raise ValueError(
+        f"dataset has {len(ds)} records on this process, fewer "
+        f"than the batch size {batch_size}"
+    )
   if shuffle:
     ds = ds.shuffle(seed=seed)
-  ds = ds.repeat(num_epochs).map(featurize).batch(batch_size,
-                                                  drop_remainder=True)
-  return iter(ds.to_iter_dataset(
-      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)))
+  ds = (
+      ds.repeat(num_epochs)
+      .map(featurize)
+      .batch(batch_size, drop_remainder=True)
+  )
+  return iter(
+      ds.to_iter_dataset(
+          grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
+      )
+  )
 
 
-def records_iterator(source, kind: str, *, batch_size: int, seed: int,
-                     shuffle: bool = True, num_epochs: int | None = None):
+def records_iterator(
+    source,
+    kind: str,
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+):
   """Iterator of lists of decoded records (for prompts fed to the sampler)."""
   ds = _process_slice(grain.MapDataset.source(source))
   if len(ds) < batch_size:
-    raise ValueError(f"dataset has {len(ds)} records on this process, fewer "
-                     f"than the batch size {batch_size}")
+    raise ValueError(
+        f"dataset has {len(ds)} records on this process, fewer "
+        f"than the batch size {batch_size}"
+    )
   if shuffle:
     ds = ds.shuffle(seed=seed)
-  ds = ds.repeat(num_epochs).map(
-      lambda raw: builders.decode_record(kind, raw)).batch(
-          batch_size, drop_remainder=True, batch_fn=list)
+  ds = (
+      ds.repeat(num_epochs)
+      .map(lambda raw: builders.decode_record(kind, raw))
+      .batch(batch_size, drop_remainder=True, batch_fn=list)
+  )
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1)))

@@ -13,10 +13,11 @@ How each dimension is read from the text:
   outside the story, places outside the story, unanchored non-sequiturs
   (entities from elsewhere and no character of this story), time-of-day
   words that contradict the setting, a cut-off last sentence, missing
-  sentence ends, rambling past `RAMBLE_SENTENCES`.
+  sentence ends, present-tense retelling of the outline, rambling past
+  `RAMBLE_SENTENCES` sentences or looping (more than two repeats).
 * originality: share of vivid versus bland phrasings (lexicon markers),
-  penalised by duplicated sentences (also ones copied from the story so
-  far) and repeated word trigrams.
+  penalised by duplicated sentences (also ones copied from the prompt's
+  story so far or outline) and repeated word trigrams.
 * emotional_engagement: emotion beats (emotion or flat-affect words per
   sentence), each scored by intensity and fit with the mood of the outline
   event it follows; scaled down below two beats.
@@ -34,11 +35,11 @@ every dimension; empty or garbage text scores near zero.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 import unicodedata
 from typing import Any, Mapping
 
+from rlcs_jax.data import quality_matchers as matchers
 from rlcs_jax.data import storyworld_lexicon as lex
 
 DIMENSIONS = lex.DIMENSIONS
@@ -47,14 +48,21 @@ RAMBLE_SENTENCES = 10
 MAX_CHARS = 2400  # Longer inputs are analysed on a prefix, as cut off.
 
 _FAULT_PENALTY = 0.22
-_BEAT_SCORES = {("strong", True): 1.0, ("mild", True): 0.6,
-                ("strong", False): 0.15, ("mild", False): 0.1,
-                ("flat", False): 0.0}
+_FREE_DUPLICATES = 2  # Repeats past this many also break coherence.
+_MAX_VIVID_PER_SENTENCE = 2
+_BEAT_SCORES = {
+    ("strong", True): 1.0,
+    ("mild", True): 0.6,
+    ("strong", False): 0.15,
+    ("mild", False): 0.1,
+    ("flat", False): 0.0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class TraitHit:
   """A trait phrase attributed to a character."""
+
   name: str
   trait: str  # The character's trait that the phrase bears on.
   consistent: bool
@@ -64,6 +72,7 @@ class TraitHit:
 @dataclasses.dataclass(frozen=True)
 class Beat:
   """One emotional beat: a sentence's emotion (or flat affect)."""
+
   category: str  # An emotion, or "flat".
   intensity: str  # "strong" | "mild" | "flat".
   fits: bool
@@ -74,6 +83,7 @@ class Beat:
 @dataclasses.dataclass(frozen=True)
 class Analysis:
   """Scores plus the evidence behind them."""
+
   scores: dict[str, float]
   num_sentences: int = 0
   num_words: int = 0
@@ -84,6 +94,7 @@ class Analysis:
   non_sequiturs: tuple[str, ...] = ()
   contradictions: tuple[str, ...] = ()
   cut_off: bool = False
+  tense_shifts: int = 0  # Sentences in the outline's present tense.
   # Originality.
   vivid: tuple[str, ...] = ()
   bland: tuple[str, ...] = ()
@@ -102,101 +113,14 @@ def _zero_analysis() -> Analysis:
   return Analysis(scores={d: 0.0 for d in DIMENSIONS})
 
 
-def _norm(text: str) -> str:
-  """Lowercase, straight quotes, no commas, single spaces."""
-  text = text.lower().replace("\u2019", "'").replace("\u201c", '"')
-  text = text.replace("\u201d", '"').replace(",", " ")
-  return " ".join(text.split())
-
-
-def _alternation(phrases) -> re.Pattern[str]:
-  ordered = sorted({_norm(p) for p in phrases}, key=len, reverse=True)
-  body = "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in ordered)
-  return re.compile(r"\b(" + body + r")\b")
-
-
-def _walk_strings(obj):
-  if isinstance(obj, str):
-    yield obj
-  elif isinstance(obj, Mapping):
-    for k, v in obj.items():
-      yield from _walk_strings(k)
-      yield from _walk_strings(v)
-  elif isinstance(obj, (tuple, list)):
-    for v in obj:
-      yield from _walk_strings(v)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Tables:
-  """Compiled matchers over the lexicon (built once, on first use)."""
-  vocab: frozenset[str]
-  names: re.Pattern[str]
-  places: re.Pattern[str]
-  objects: re.Pattern[str]
-  times: re.Pattern[str]
-  time_of: dict[str, str]
-  emotions: re.Pattern[str]
-  emotion_of: dict[str, tuple[str, str]]
-  traits: re.Pattern[str]
-  trait_of: dict[str, tuple[str, ...]]
-  dialogue: frozenset[str]
-  vivid: re.Pattern[str]
-  bland: re.Pattern[str]
-  actions: dict[str, re.Pattern[str]]
-
-
-@functools.cache
-def _tables() -> _Tables:
-  vocab = set()
-  for name, value in vars(lex).items():
-    if name.isupper():
-      for s in _walk_strings(value):
-        vocab.update(re.findall(r"[a-z]+", s.lower()))
-  time_of = {_norm(w): t for t, ws in lex.TIME_WORDS.items() for w in ws}
-  emotion_of = {}
-  for cat, levels in lex.EMOTION_WORDS.items():
-    for intensity, words in levels.items():
-      for w in words:
-        emotion_of[_norm(w)] = (cat, intensity)
-  for w in lex.FLAT_WORDS:
-    emotion_of[_norm(w)] = ("flat", "flat")
-  trait_of: dict[str, list[str]] = {}
-  dialogue = set()
-  for trait, phrases in lex.TRAIT_ACTIONS.items():
-    for p in phrases:
-      trait_of.setdefault(_norm(p), []).append(trait)
-  for trait, lines in lex.TRAIT_LINES.items():
-    for p in lines:
-      trait_of.setdefault(_norm(p), []).append(trait)
-      dialogue.add(_norm(p))
-  return _Tables(
-      vocab=frozenset(vocab),
-      names=_alternation(lex.NAMES),
-      places=_alternation(lex.PLACES),
-      objects=_alternation(lex.OBJECTS),
-      times=_alternation(time_of),
-      time_of=time_of,
-      emotions=_alternation(emotion_of),
-      emotion_of=emotion_of,
-      traits=_alternation(trait_of),
-      trait_of={k: tuple(v) for k, v in trait_of.items()},
-      dialogue=frozenset(dialogue),
-      vivid=_alternation(lex.VIVID_MARKERS),
-      bland=_alternation(lex.BLAND_MARKERS),
-      actions={a: _alternation(spec["forms"])
-               for a, spec in lex.ACTIONS.items()},
-  )
-
-
-@functools.lru_cache(maxsize=256)
-def _extra_names(names: tuple[str, ...]) -> re.Pattern[str] | None:
-  return _alternation(names) if names else None
-
-
 _PRONOUN_RE = re.compile(r"\b(she|her|he|him|his)\b")
-_PRONOUN_GENDER = {"she": "she", "her": "she", "he": "he", "him": "he",
-                   "his": "he"}
+_PRONOUN_GENDER = {
+    "she": "she",
+    "her": "she",
+    "he": "he",
+    "him": "he",
+    "his": "he",
+}
 _TITLE_LINE_RE = re.compile(r"^[ \t]*<<[^\n]*>>[ \t]*$", re.MULTILINE)
 _PS_RE = re.compile(r"\bp\.\s?s\.", re.IGNORECASE)
 _SPLIT_RE = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d])\s+|\n+")
@@ -207,12 +131,14 @@ _TOKEN_RE = re.compile(r"[a-z]+")
 @dataclasses.dataclass
 class _Context:
   """The parts of a context dict that analysis needs, validated."""
+
   traits: dict[str, tuple[str, ...]]
   gender: dict[str, str]
   places: frozenset[str]
   objects: frozenset[str]
   time: str
   outline: list[dict[str, str]]
+  outline_text: list[str]
   story: list[str]
 
 
@@ -224,24 +150,37 @@ def _parse_context(context: Any) -> _Context:
       name = c["name"].strip().lower()
       if name:
         traits[name] = tuple(str(t).lower() for t in c.get("traits") or ())
-        gender[name] = str(c.get("pronoun") or lex.NAMES.get(
-            c["name"], "")).lower()
-  setting = ctx.get("setting") if isinstance(ctx.get("setting"),
-                                             Mapping) else {}
+        gender[name] = str(
+            c.get("pronoun") or lex.NAMES.get(c["name"], "")
+        ).lower()
+  setting = (
+      ctx.get("setting") if isinstance(ctx.get("setting"), Mapping) else {}
+  )
   places = {str(p).lower() for p in ctx.get("places") or ()}
   if setting.get("place"):
     places.add(str(setting["place"]).lower())
-  outline = []
+  outline, outline_text = [], []
   for e in ctx.get("outline") or ():
     if isinstance(e, Mapping) and e.get("action") in lex.ACTIONS:
-      outline.append({k: str(e.get(k) or "").lower() for k in (
-          "actor", "action", "target", "recipient", "mood")})
+      outline.append(
+          {
+              k: str(e.get(k) or "").lower()
+              for k in ("actor", "action", "target", "recipient", "mood")
+          }
+      )
+      if isinstance(e.get("text"), str):
+        outline_text.append(e["text"])
   story = [s for s in ctx.get("story_so_far") or () if isinstance(s, str)]
-  return _Context(traits=traits, gender=gender, places=frozenset(places),
-                  objects=frozenset(str(o).lower()
-                                    for o in ctx.get("objects") or ()),
-                  time=str(setting.get("time") or "").lower(),
-                  outline=outline, story=story)
+  return _Context(
+      traits=traits,
+      gender=gender,
+      places=frozenset(places),
+      objects=frozenset(str(o).lower() for o in ctx.get("objects") or ()),
+      time=str(setting.get("time") or "").lower(),
+      outline=outline,
+      outline_text=outline_text,
+      story=story,
+  )
 
 
 @dataclasses.dataclass
@@ -274,7 +213,8 @@ def _lis_weight(positions: list[tuple[Any, float]]) -> tuple[float, set[int]]:
   for i in range(n):
     for j in range(i):
       if positions[j][0] < positions[i][0] and best[j] + positions[i][1] > (
-          best[i]):
+          best[i]
+      ):
         best[i], prev[i] = best[j] + positions[i][1], j
   if not n:
     return 0.0, set()
@@ -290,28 +230,40 @@ class _Analyzer:
   """Analyses one text against one context."""
 
   def __init__(self, context: Any, text: str):
-    self.t = _tables()
+    self.t = matchers.tables()
     self.ctx = _parse_context(context)
-    extra = tuple(sorted(n for n in self.ctx.traits
-                         if n not in {k.lower() for k in lex.NAMES}))
-    self.extra_names = _extra_names(extra)
+    extra = tuple(
+        sorted(
+            n
+            for n in self.ctx.traits
+            if n not in {k.lower() for k in lex.NAMES}
+        )
+    )
+    self.extra_names = matchers.extra_names(extra)
     raw_sentences, self.truncated = _split(text)
     self.sentences = [self._sentence(s) for s in raw_sentences]
     self._resolve_pronouns()
 
   def _sentence(self, raw: str) -> _Sentence:
-    norm = _norm(raw)
+    norm = matchers.norm(raw)
     names = [(m.start(), m.group(1)) for m in self.t.names.finditer(norm)]
     if self.extra_names is not None:
-      names += [(m.start(), m.group(1))
-                for m in self.extra_names.finditer(norm)]
+      names += [
+          (m.start(), m.group(1)) for m in self.extra_names.finditer(norm)
+      ]
       names.sort()
     return _Sentence(
-        raw=raw, norm=norm, tokens=_TOKEN_RE.findall(norm), names=names,
-        pronouns=[(m.start(), _PRONOUN_GENDER[m.group(1)])
-                  for m in _PRONOUN_RE.finditer(norm)],
+        raw=raw,
+        norm=norm,
+        tokens=_TOKEN_RE.findall(norm),
+        names=names,
+        pronouns=[
+            (m.start(), _PRONOUN_GENDER[m.group(1)])
+            for m in _PRONOUN_RE.finditer(norm)
+        ],
         places={m.group(1) for m in self.t.places.finditer(norm)},
-        objects={m.group(1) for m in self.t.objects.finditer(norm)})
+        objects={m.group(1) for m in self.t.objects.finditer(norm)},
+    )
 
   def _resolve_pronouns(self) -> None:
     """Pronouns refer to the last-named story character of that gender."""
@@ -320,7 +272,8 @@ class _Analyzer:
       s.resolved = {n for _, n in s.names if n in self.ctx.traits}
       for _, g in s.pronouns:
         if g in last and not any(
-            self.ctx.gender.get(n) == g for n in s.resolved):
+            self.ctx.gender.get(n) == g for n in s.resolved
+        ):
           s.resolved.add(last[g])
       for _, n in s.names:
         if n in self.ctx.traits and self.ctx.gender.get(n):
@@ -330,8 +283,11 @@ class _Analyzer:
   def _well_formed(self, s: _Sentence) -> bool:
     if not s.tokens:
       return False
-    known = sum(1 for w in s.tokens if w in self.t.vocab or any(
-        w == n for _, n in s.names))
+    known = sum(
+        1
+        for w in s.tokens
+        if w in self.t.vocab or any(w == n for _, n in s.names)
+    )
     if known < 0.75 * len(s.tokens):
       return False
     if len(s.tokens) >= 4:
@@ -340,8 +296,9 @@ class _Analyzer:
         return False
     return True
 
-  def coherence(self, valid: list[bool]) -> dict[str, Any]:
+  def coherence(self, valid: list[bool], duplicates: int) -> dict[str, Any]:
     wrong, jumps, nonseq, contra = [], [], [], []
+    tense = 0
     compatible = lex.COMPATIBLE_TIMES.get(self.ctx.time, ())
     missing_end = 0
     for i, s in enumerate(self.sentences):
@@ -350,8 +307,12 @@ class _Analyzer:
       wrong += [n for _, n in s.names if n not in self.ctx.traits]
       out_places = s.places - self.ctx.places
       out_objects = s.objects - self.ctx.objects
-      anchored = bool(s.resolved or s.pronouns or (
-          s.places & self.ctx.places) or (s.objects & self.ctx.objects))
+      anchored = bool(
+          s.resolved
+          or s.pronouns
+          or (s.places & self.ctx.places)
+          or (s.objects & self.ctx.objects)
+      )
       if (out_places or out_objects) and not anchored:
         nonseq.append(sorted(out_objects or out_places)[0])
       else:
@@ -362,24 +323,50 @@ class _Analyzer:
             contra.append(m.group(1))
       if i < len(self.sentences) - 1 and not _END_RE.search(s.raw):
         missing_end += 1
+      if self.t.present.search(s.norm):
+        tense += 1  # Stories are told in the past; outlines in the present.
     cut = self.truncated or bool(
-        self.sentences and not _END_RE.search(self.sentences[-1].raw))
+        self.sentences and not _END_RE.search(self.sentences[-1].raw)
+    )
     ramble = max(0, len(self.sentences) - RAMBLE_SENTENCES) * 0.5
-    faults = (len(wrong) + len(jumps) + len(nonseq) + len(contra) + int(cut)
-              + missing_end + ramble)
-    return {"score": max(0.0, 1.0 - _FAULT_PENALTY * faults),
-            "wrong_names": tuple(wrong), "place_jumps": tuple(jumps),
-            "non_sequiturs": tuple(nonseq), "contradictions": tuple(contra),
-            "cut_off": cut}
+    loops = max(0, duplicates - _FREE_DUPLICATES)
+    faults = (
+        len(wrong)
+        + len(jumps)
+        + len(nonseq)
+        + len(contra)
+        + int(cut)
+        + missing_end
+        + ramble
+        + tense
+        + loops
+    )
+    return {
+        "score": max(0.0, 1.0 - _FAULT_PENALTY * faults),
+        "wrong_names": tuple(wrong),
+        "place_jumps": tuple(jumps),
+        "non_sequiturs": tuple(nonseq),
+        "contradictions": tuple(contra),
+        "cut_off": cut,
+        "tense_shifts": tense,
+    }
 
   # ---- originality
   def originality(self) -> dict[str, Any]:
     vivid, bland = [], []
-    seen = {" ".join(_TOKEN_RE.findall(_norm(s))) for s in self.ctx.story}
+    # Copying the prompt (story so far or outline lines) counts as repeating.
+    seen = {
+        " ".join(_TOKEN_RE.findall(matchers.norm(s)))
+        for s in self.ctx.story + self.ctx.outline_text
+    }
     dups, trigrams = 0, []
     for s in self.sentences:
-      vivid += [m.group(1) for m in self.t.vivid.finditer(s.norm)]
-      bland += [m.group(1) for m in self.t.bland.finditer(s.norm)]
+      found = list(self.t.vivid.finditer(s.norm))
+      vivid += [m.group(1) for m in found][:_MAX_VIVID_PER_SENTENCE]
+      rest = s.norm  # Bland words inside a vivid phrase do not count.
+      for m in found:
+        rest = rest[: m.start()] + " " * (m.end() - m.start()) + rest[m.end() :]
+      bland += [m.group(1) for m in self.t.bland.finditer(rest)]
       key = " ".join(s.tokens)
       if len(s.tokens) >= 3:
         if key in seen:
@@ -392,8 +379,12 @@ class _Analyzer:
     dup_frac = dups / max(1, len(self.sentences))
     score = 0.75 * share + 0.25 * max(0.0, 1.0 - 3.0 * rep)
     score *= max(0.0, 1.0 - 1.5 * dup_frac)
-    return {"score": score, "vivid": tuple(vivid), "bland": tuple(bland),
-            "duplicates": dups}
+    return {
+        "score": score,
+        "vivid": tuple(vivid),
+        "bland": tuple(bland),
+        "duplicates": dups,
+    }
 
   # ---- outline
   def _event_credit(self, e: dict[str, str], s: _Sentence) -> float:
@@ -449,8 +440,12 @@ class _Analyzer:
       in_order[found[j]] = True
     rest = sum(credit[k] for j, k in enumerate(found) if j not in chosen)
     score = (weight + 0.5 * rest) / len(events)
-    return {"score": score, "credit": tuple(credit),
-            "in_order": tuple(in_order), "by_sentence": by_sentence}
+    return {
+        "score": score,
+        "credit": tuple(credit),
+        "in_order": tuple(in_order),
+        "by_sentence": by_sentence,
+    }
 
   # ---- emotions
   def emotion(self, by_sentence: dict[int, int]) -> dict[str, Any]:
@@ -474,17 +469,24 @@ class _Analyzer:
           fits = cat == current
         else:
           fits = cat in moods
-        beats.append(Beat(category=cat, intensity=intensity, fits=fits,
-                          mood=current or "", word=word))
+        beats.append(
+            Beat(
+                category=cat,
+                intensity=intensity,
+                fits=fits,
+                mood=current or "",
+                word=word,
+            )
+        )
     if not beats:
       return {"score": 0.0, "beats": ()}
-    mean = sum(_BEAT_SCORES[(b.intensity, b.fits)] for b in beats) / len(
-        beats)
+    mean = sum(_BEAT_SCORES[(b.intensity, b.fits)] for b in beats) / len(beats)
     return {"score": mean * min(1.0, len(beats) / 2.0), "beats": tuple(beats)}
 
   # ---- characters
-  def _subject(self, s: _Sentence, start: int, end: int,
-               dialogue: bool) -> str | None:
+  def _subject(
+      self, s: _Sentence, start: int, end: int, dialogue: bool
+  ) -> str | None:
     before = [n for p, n in s.names if p < start and n in self.ctx.traits]
     after = [n for p, n in s.names if p >= end and n in self.ctx.traits]
     if dialogue and after:
@@ -514,8 +516,7 @@ class _Analyzer:
     bad = len(hits) - good
     mentioned = any(s.resolved for s in self.sentences)
     prior = 0.35 if mentioned else 0.1
-    return {"score": (good + prior) / (good + bad + 1.0),
-            "hits": tuple(hits)}
+    return {"score": (good + prior) / (good + bad + 1.0), "hits": tuple(hits)}
 
   def run(self) -> Analysis:
     if not self.sentences:
@@ -523,8 +524,8 @@ class _Analyzer:
     valid = [self._well_formed(s) for s in self.sentences]
     n_valid = sum(valid)
     gate = (n_valid / len(valid)) * min(1.0, n_valid / MIN_SENTENCES)
-    co = self.coherence(valid)
     orig = self.originality()
+    co = self.coherence(valid, orig["duplicates"])
     out = self.outline()
     emo = self.emotion(out["by_sentence"])
     chars = self.characters()
@@ -535,20 +536,28 @@ class _Analyzer:
         "outline_adherence": out["score"],
         "character_consistency": chars["score"],
     }
-    scores = {k: round(min(1.0, max(0.0, v * gate)), 6)
-              for k, v in scores.items()}
+    scores = {
+        k: round(min(1.0, max(0.0, v * gate)), 6) for k, v in scores.items()
+    }
     return Analysis(
         scores=scores,
         num_sentences=len(self.sentences),
         num_words=sum(len(s.tokens) for s in self.sentences),
         malformed=len(valid) - n_valid,
-        wrong_names=co["wrong_names"], place_jumps=co["place_jumps"],
+        wrong_names=co["wrong_names"],
+        place_jumps=co["place_jumps"],
         non_sequiturs=co["non_sequiturs"],
-        contradictions=co["contradictions"], cut_off=co["cut_off"],
-        vivid=orig["vivid"], bland=orig["bland"],
-        duplicates=orig["duplicates"], beats=emo["beats"],
-        event_credit=out["credit"], event_in_order=out["in_order"],
-        trait_hits=chars["hits"])
+        contradictions=co["contradictions"],
+        cut_off=co["cut_off"],
+        tense_shifts=co["tense_shifts"],
+        vivid=orig["vivid"],
+        bland=orig["bland"],
+        duplicates=orig["duplicates"],
+        beats=emo["beats"],
+        event_credit=out["credit"],
+        event_in_order=out["in_order"],
+        trait_hits=chars["hits"],
+    )
 
 
 def analyze_detailed(context: Mapping[str, Any], text: str) -> Analysis:

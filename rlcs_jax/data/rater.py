@@ -34,8 +34,8 @@ BASE_WEIGHTS: dict[str, float] = {
     "outline_adherence": 0.25,
     "character_consistency": 0.15,
 }
-DEFAULT_NOISE = 0.07  # Std of the per-score Gaussian noise.
-_WEIGHT_CONCENTRATION = 60.0  # Dirichlet concentration around BASE_WEIGHTS.
+DEFAULT_NOISE = 0.12  # Std of the per-score Gaussian noise.
+_WEIGHT_CONCENTRATION = 100.0  # Dirichlet concentration around BASE_WEIGHTS.
 
 
 class Rater:
@@ -44,34 +44,60 @@ class Rater:
   def __init__(self, seed: int = 0, noise: float = DEFAULT_NOISE):
     gen = np.random.default_rng([seed, 0x5EED])
     alpha = _WEIGHT_CONCENTRATION * np.array(
-        [BASE_WEIGHTS[d] for d in quality.DIMENSIONS])
+        [BASE_WEIGHTS[d] for d in quality.DIMENSIONS]
+    )
     self.weights: dict[str, float] = {
-        d: float(w) for d, w in zip(quality.DIMENSIONS, gen.dirichlet(alpha))}
+        d: float(w) for d, w in zip(quality.DIMENSIONS, gen.dirichlet(alpha))
+    }
     self.noise = float(noise)
     self._rng = random.Random(seed)
 
-  def expected_score(self, context: Mapping[str, Any], text: str) -> float:
-    """The noise-free score in [0, 1]."""
-    scores = quality.analyze(context, text)
+  def combine(self, scores: Mapping[str, float]) -> float:
+    """The noise-free score of precomputed `quality.analyze` scores."""
     return float(sum(self.weights[d] * scores[d] for d in quality.DIMENSIONS))
 
-  def score(self, context: Mapping[str, Any], text: str,
-            rng: random.Random | None = None) -> float:
+  def expected_score(self, context: Mapping[str, Any], text: str) -> float:
+    """The noise-free score in [0, 1]."""
+    return self.combine(quality.analyze(context, text))
+
+  def score(
+      self,
+      context: Mapping[str, Any],
+      text: str,
+      rng: random.Random | None = None,
+  ) -> float:
     """One noisy rating (uses the rater's own stream if `rng` is None)."""
     rng = self._rng if rng is None else rng
     return self.expected_score(context, text) + rng.gauss(0.0, self.noise)
 
-  def label_pair(self, context: Mapping[str, Any], text_a: str, text_b: str,
-                 rng: random.Random) -> int:
+  def label_pair(
+      self,
+      context: Mapping[str, Any],
+      text_a: str,
+      text_b: str,
+      rng: random.Random,
+  ) -> int:
     """Noisy preference: 1 if `text_a` is rated higher, else 2."""
-    a = self.score(context, text_a, rng)
-    b = self.score(context, text_b, rng)
+    return self.label_scores(
+        quality.analyze(context, text_a), quality.analyze(context, text_b), rng
+    )
+
+  def label_scores(
+      self,
+      scores_a: Mapping[str, float],
+      scores_b: Mapping[str, float],
+      rng: random.Random,
+  ) -> int:
+    """`label_pair` from precomputed `quality.analyze` scores."""
+    a = self.combine(scores_a) + rng.gauss(0.0, self.noise)
+    b = self.combine(scores_b) + rng.gauss(0.0, self.noise)
     if a == b:
       return rng.choice((1, 2))
     return 1 if a > b else 2
 
-  def preferred(self, context: Mapping[str, Any], text_a: str,
-                text_b: str) -> int:
+  def preferred(
+      self, context: Mapping[str, Any], text_a: str, text_b: str
+  ) -> int:
     """Noise-free preference (1 or 2; ties go to 1)."""
     a = self.expected_score(context, text_a)
     b = self.expected_score(context, text_b)
@@ -79,8 +105,10 @@ class Rater:
 
 
 def ceiling_agreement(
-    rater: Rater, pairs: Iterable[tuple[Mapping[str, Any], str, str]],
-    rng: random.Random) -> float:
+    rater: Rater,
+    pairs: Iterable[tuple[Mapping[str, Any], str, str]],
+    rng: random.Random,
+) -> float:
   """Agreement of the rater's noise-free ranking with its noisy labels."""
   agree = total = 0
   for context, text_a, text_b in pairs:

@@ -18,9 +18,16 @@ dimension on purpose:
   actor or target, and tells them out of order.
 * character_consistency: characters act or speak against their traits.
 
+Public API: `sample_context`, `build_policy_prompt`, `sample_levels`
+(SFT-style levels around a centre), `sample_pair_levels` (the two sides of
+a preference pair), `continuation` / `continuation_sentences` /
+`plan_continuation` (the same text as a string, sentences, or sentences
+tagged with their kind), `context_key` (for de-duplication).
+
 Every function takes its randomness from an explicit `random.Random`; the
 same seed gives the same output. Continuations have 3-8 sentences and at
-most `MAX_WORDS` words; rendered prompts stay near 100 words.
+most `MAX_WORDS` words; rendered prompts stay under about 80 words. Texts
+are in the past tense; outline lines are in the present tense.
 
 Context schema (JSON-serialisable, everything `quality.analyze` needs):
 
@@ -46,6 +53,7 @@ import random
 from typing import Any, Mapping
 
 from rlcs_jax.data import storyworld_lexicon as lex
+from rlcs_jax.data import storyworld_phrases as phr
 
 DIMENSIONS = lex.DIMENSIONS
 MAX_SENTENCES = 8
@@ -109,11 +117,13 @@ def sample_context(rng: random.Random) -> dict[str, Any]:
   characters = []
   for name in names:
     axes = rng.sample(lex.TRAIT_AXES, 1 if rng.random() < 0.4 else 2)
-    characters.append({
-        "name": name,
-        "pronoun": lex.NAMES[name],
-        "traits": [rng.choice(axis) for axis in axes],
-    })
+    characters.append(
+        {
+            "name": name,
+            "pronoun": lex.NAMES[name],
+            "traits": [rng.choice(axis) for axis in axes],
+        }
+    )
   setting = rng.choice(_PLACES)
   time = rng.choice(lex.TIMES)
   places, objects, outline = [setting], [], []
@@ -139,36 +149,46 @@ def sample_context(rng: random.Random) -> dict[str, Any]:
       if action == "travel":
         current = target
     if spec["target"] in ("object", "object_person") and target not in (
-        objects):
+        objects
+    ):
       objects.append(target)
     if spec["target"] == "place" and target not in places:
       places.append(target)
-    outline.append({
-        "actor": actor,
-        "action": action,
-        "target": target,
-        "recipient": recipient,
-        "mood": rng.choice(spec["moods"]),
-        "text": _event_text(actor, action, target, recipient),
-    })
-  motive_object = objects[0] if objects and rng.random() < 0.6 else (
-      rng.choice([o for o in _OBJECTS if o not in objects]))
+    outline.append(
+        {
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "recipient": recipient,
+            "mood": rng.choice(spec["moods"]),
+            "text": _event_text(actor, action, target, recipient),
+        }
+    )
+  motive_object = (
+      objects[0]
+      if objects and rng.random() < 0.6
+      else (rng.choice([o for o in _OBJECTS if o not in objects]))
+  )
   if motive_object not in objects:
     objects.append(motive_object)
   a, b = names[0], names[1]
   time_phrase = lex.TIME_PHRASES[time]
   story = [
-      rng.choice(lex.STORY_OPENERS).format(
-          A=a, B=b, L=lex.PLACES[setting], time=time_phrase,
-          time_cap=_capitalize(time_phrase)),
-      rng.choice(lex.STORY_MOTIVES).format(
-          A=rng.choice(names), T=lex.OBJECTS[motive_object]),
+      rng.choice(phr.STORY_OPENERS).format(
+          A=a,
+          B=b,
+          L=lex.PLACES[setting],
+          time=time_phrase,
+          time_cap=_capitalize(time_phrase),
+      ),
+      rng.choice(phr.STORY_MOTIVES).format(
+          A=rng.choice(names), T=lex.OBJECTS[motive_object]
+      ),
   ]
   if rng.random() < 0.5:
     character = rng.choice(characters)
     trait = rng.choice(character["traits"])
-    story.append(
-        f"{character['name']} {rng.choice(lex.TRAIT_ACTIONS[trait])}.")
+    story.append(f"{character['name']} {rng.choice(lex.TRAIT_ACTIONS[trait])}.")
   return {
       "characters": characters,
       "setting": {"place": setting, "time": time},
@@ -182,19 +202,22 @@ def sample_context(rng: random.Random) -> dict[str, Any]:
 def build_policy_prompt(context: Mapping[str, Any]) -> str:
   """Renders the policy prompt: characters, setting, story so far, outline."""
   chars = "; ".join(
-      f"{c['name']} ({', '.join(c['traits'])})" for c in context["characters"])
+      f"{c['name']} ({', '.join(c['traits'])})" for c in context["characters"]
+  )
   setting = context["setting"]
   place = lex.PLACES.get(setting["place"], setting["place"])
   time = lex.TIME_PHRASES.get(setting["time"], setting["time"])
   outline = " ".join(
       f"{i}. {e['text'][:-1]} ({e['mood']})."
-      for i, e in enumerate(context["outline"], start=1))
+      for i, e in enumerate(context["outline"], start=1)
+  )
   return (
       f"Characters: {chars}.\n"
       f"Setting: the {place}, {time}.\n"
       f"Story so far: {' '.join(context['story_so_far'])}\n"
       f"Outline: {outline}\n"
-      "Continue the story.")
+      "Continue the story."
+  )
 
 
 def sample_levels(
@@ -205,7 +228,8 @@ def sample_levels(
 
 
 def sample_pair_levels(
-    rng: random.Random) -> tuple[dict[str, float], dict[str, float]]:
+    rng: random.Random,
+) -> tuple[dict[str, float], dict[str, float]]:
   """Levels for the two sides of a preference pair.
 
   Each side gets an overall quality uniform in [0.05, 0.95] plus per-
@@ -224,15 +248,23 @@ def sample_pair_levels(
 class _Writer:
   """Holds one continuation's context, levels and randomness."""
 
-  def __init__(self, context: Mapping[str, Any], levels: Mapping[str, float],
-               rng: random.Random):
+  def __init__(
+      self,
+      context: Mapping[str, Any],
+      levels: Mapping[str, float],
+      rng: random.Random,
+  ):
     self.ctx = context
     self.rng = rng
     self.lv = {d: _clip01(levels.get(d, 0.5)) for d in DIMENSIONS}
     self.chars = {c["name"]: c for c in context["characters"]}
     self.names = list(self.chars)
-    self.p_vivid = 0.05 + 0.9 * self.lv["originality"]
-    self.used: set[str] = set()
+    self.p_vivid = 0.02 + 0.96 * self.lv["originality"]
+    # Phrases of the story so far are not reused (that would be a repeat).
+    story = " ".join(context["story_so_far"])
+    self.used: set[str] = {
+        p for ps in lex.TRAIT_ACTIONS.values() for p in ps if p in story
+    }
 
   # ---- small renderers
   def pick(self, pool) -> str:
@@ -261,7 +293,7 @@ class _Writer:
 
   def description(self, time: str) -> str:
     place = lex.PLACES.get(self.ctx["setting"]["place"], "room")
-    pool = lex.DESCRIPTIONS[time][self.style()]
+    pool = phr.DESCRIPTIONS[time][self.style()]
     return self.pick(pool).format(T=place)
 
   # ---- outline events
@@ -269,8 +301,9 @@ class _Writer:
     outline = list(self.ctx["outline"])
     n = len(outline)
     level = self.lv["outline_adherence"]
-    full = set(self.rng.sample(range(n), _stochastic_round(level * n,
-                                                           self.rng)))
+    full = set(
+        self.rng.sample(range(n), _stochastic_round(level * n, self.rng))
+    )
     items = []
     for i, event in enumerate(outline):
       actor, target = event["actor"], event["target"]
@@ -283,9 +316,18 @@ class _Writer:
           continue
         actor, target, recipient = wrong
       text = f"{actor} {self.vp(event['action'], target, recipient)}"
-      items.append({"kind": "event", "event": i, "actor": actor,
-                    "mood": event["mood"], "core": text, "trait": None,
-                    "emotion": None, "prio": 9})
+      items.append(
+          {
+              "kind": "event",
+              "event": i,
+              "actor": actor,
+              "mood": event["mood"],
+              "core": text,
+              "trait": None,
+              "emotion": None,
+              "prio": 9,
+          }
+      )
     if len(items) >= 2 and self.rng.random() < max(0.0, 0.7 - level):
       order = list(range(len(items)))
       while order == sorted(order):
@@ -303,8 +345,11 @@ class _Writer:
       return self.rng.choice(others), target, recipient
     if kind in ("object", "object_person"):
       pool = lex.ACTIONS[event["action"]]["pool"] or _OBJECTS
-      return actor, self.rng.choice([o for o in pool if o != target]), (
-          recipient)
+      return (
+          actor,
+          self.rng.choice([o for o in pool if o != target]),
+          (recipient),
+      )
     if kind == "place":
       alts = [p for p in self.ctx["places"] if p != target]
       return (actor, self.rng.choice(alts), recipient) if alts else None
@@ -328,9 +373,15 @@ class _Writer:
       shown = trait if consistent else lex.OPPOSITE[trait]
       if self.rng.random() < 0.35:
         line = self.pick(lex.TRAIT_LINES[shown])
-        tag = self.rng.choice(lex.SPEECH_TAGS[self.style()])
-        items.append({"kind": "trait", "text": f'"{line}," {name} {tag}.',
-                      "name": name, "prio": 6})
+        tag = self.rng.choice(phr.SPEECH_TAGS[self.style()])
+        items.append(
+            {
+                "kind": "trait",
+                "text": f'"{line}," {name} {tag}.',
+                "name": name,
+                "prio": 6,
+            }
+        )
         continue
       action = self.pick(lex.TRAIT_ACTIONS[shown])
       hosts = [e for e in events if e["actor"] == name and e["trait"] is None]
@@ -338,25 +389,33 @@ class _Writer:
         host = self.rng.choice(hosts)
         host["trait"] = action
         continue
-      items.append({"kind": "trait", "text": f"{name} {action}.",
-                    "name": name, "prio": 6})
+      items.append(
+          {
+              "kind": "trait",
+              "text": f"{name} {action}.",
+              "name": name,
+              "prio": 6,
+          }
+      )
     return items
 
   # ---- emotions
   def emotion_clause(self, mood: str) -> str:
     v = self.lv["emotional_engagement"] + self.rng.gauss(0.0, 0.1)
     if v > 0.72:
-      return self.pick(lex.EMOTION_CLAUSES[mood]["strong"])
+      return self.pick(phr.EMOTION_CLAUSES[mood]["strong"])
     if v > 0.45:
-      return self.pick(lex.EMOTION_CLAUSES[mood]["mild"])
+      return self.pick(phr.EMOTION_CLAUSES[mood]["mild"])
     if v > 0.22:
       other = self.rng.choice([e for e in lex.EMOTIONS if e != mood])
       return self.pick(
-          lex.EMOTION_CLAUSES[other][self.rng.choice(("strong", "mild"))])
-    return self.pick(lex.FLAT_CLAUSES)
+          phr.EMOTION_CLAUSES[other][self.rng.choice(("strong", "mild"))]
+      )
+    return self.pick(phr.FLAT_CLAUSES)
 
-  def emotion_items(self, events: list[dict[str, Any]]) -> list[
-      tuple[int, dict[str, Any]]]:
+  def emotion_items(
+      self, events: list[dict[str, Any]]
+  ) -> list[tuple[int, dict[str, Any]]]:
     """Attaches emotion beats to events; returns standalone ones by anchor."""
     beats = 2 if self.rng.random() < 0.7 else 3
     standalone = []
@@ -367,25 +426,35 @@ class _Writer:
         mood = event["mood"]
       else:
         anchor, event = -1, None
-        mood = self.ctx["outline"][0]["mood"] if self.ctx["outline"] else (
-            "joy")
+        mood = (
+            self.ctx["outline"][0]["mood"] if self.ctx["outline"] else ("joy")
+        )
       template = self.emotion_clause(mood)
-      if event is not None and event["emotion"] is None and (
-          self.rng.random() < 0.6):
+      if (
+          event is not None
+          and event["emotion"] is None
+          and (self.rng.random() < 0.6)
+      ):
         event["emotion"] = self.clause(template, event["actor"], True)
         continue
       who = self.rng.choice(self.names)
       text = _capitalize(self.clause(template, who, False)) + "."
-      standalone.append((anchor, {"kind": "emotion", "text": text,
-                                  "name": who, "prio": 5}))
+      standalone.append(
+          (anchor, {"kind": "emotion", "text": text, "name": who, "prio": 5})
+      )
     return standalone
 
   # ---- coherence faults
   def faults(self, plan: list[dict[str, Any]]) -> None:
     level = self.lv["coherence"]
     n_err = min(4, _stochastic_round((1.0 - level) * 3.2, self.rng))
-    kinds = ["wrong_name", "place_jump", "non_sequitur", "contradiction",
-             "cut_off"]
+    kinds = [
+        "wrong_name",
+        "place_jump",
+        "non_sequitur",
+        "contradiction",
+        "cut_off",
+    ]
     chosen = []
     for _ in range(n_err):
       kind = self.rng.choice(kinds)
@@ -399,43 +468,56 @@ class _Writer:
       if kind == "cut_off":
         name = self.rng.choice(self.names)
         words = self.rng.choice(
-            lex.TRAIT_ACTIONS[self.rng.choice(
-                self.chars[name]["traits"])]).split()
+            lex.TRAIT_ACTIONS[self.rng.choice(self.chars[name]["traits"])]
+        ).split()
         keep = max(1, len(words) // 2)
         text = f"{name} " + " ".join(words[:keep])
         plan.append({"kind": "cut_off", "text": text, "prio": 8})
         continue
       if kind == "contradiction":
         time = self.ctx["setting"]["time"]
-        bad = [t for t in lex.TIMES
-               if t not in lex.COMPATIBLE_TIMES.get(time, (time,))]
+        bad = [
+            t
+            for t in lex.TIMES
+            if t not in lex.COMPATIBLE_TIMES.get(time, (time,))
+        ]
         text = self.description(self.rng.choice(bad))
         descs = [it for it in plan if it["kind"] == "description"]
         if descs:
           descs[0].update(kind="contradiction", text=text, prio=8)
           continue
       elif kind == "wrong_name":
-        text = self.rng.choice(lex.STRANGER_LINES).format(
-            N=self.rng.choice(outsiders))
+        text = self.rng.choice(phr.STRANGER_LINES).format(
+            N=self.rng.choice(outsiders)
+        )
       elif kind == "place_jump":
-        text = self.rng.choice(lex.PLACE_JUMPS).format(
+        text = self.rng.choice(phr.PLACE_JUMPS).format(
             N=self.rng.choice(self.names),
-            L=lex.PLACES[self.rng.choice(far_places)])
+            L=lex.PLACES[self.rng.choice(far_places)],
+        )
       else:
-        text = self.rng.choice(lex.NON_SEQUITURS).format(
+        text = self.rng.choice(phr.NON_SEQUITURS).format(
             T=lex.OBJECTS[self.rng.choice(far_objects)],
-            L=lex.PLACES[self.rng.choice(far_places)])
+            L=lex.PLACES[self.rng.choice(far_places)],
+        )
       pos = self.rng.randint(1, max(1, len(plan)))
       plan.insert(pos, {"kind": kind, "text": text, "prio": 8})
 
   # ---- originality: repetition
   def duplicates(self, plan: list[dict[str, Any]]) -> None:
-    n_dup = min(2, _stochastic_round(
-        max(0.0, 0.5 - self.lv["originality"]) * 5.0, self.rng))
+    n_dup = min(
+        2,
+        _stochastic_round(
+            max(0.0, 0.5 - self.lv["originality"]) * 5.0, self.rng
+        ),
+    )
     for _ in range(n_dup):
-      sources = [i for i, it in enumerate(plan)
-                 if it["kind"] in ("event", "trait", "emotion", "description",
-                                   "neutral")]
+      sources = [
+          i
+          for i, it in enumerate(plan)
+          if it["kind"]
+          in ("event", "trait", "emotion", "description", "neutral")
+      ]
       if self.rng.random() < 0.3 or not sources:
         text = self.rng.choice(self.ctx["story_so_far"][:2])
         pos = self.rng.randint(0, len(plan))
@@ -447,10 +529,12 @@ class _Writer:
 
   def transitions(self, plan: list[dict[str, Any]]) -> None:
     for it in plan[1:]:
-      if it["kind"] in ("event", "trait") and it["text"][:1].isupper() and (
-          self.rng.random() < 0.3):
-        it["text"] = (self.rng.choice(lex.TRANSITIONS[self.style()]) + " "
-                      + it["text"])
+      if (
+          it["kind"] in ("event", "trait")
+          and it["text"][:1].isupper()
+          and (self.rng.random() < 0.3)
+      ):
+        it["text"] = self.pick(phr.TRANSITIONS[self.style()]) + " " + it["text"]
 
   def plan(self) -> list[dict[str, Any]]:
     events = self.events()
@@ -459,7 +543,7 @@ class _Writer:
     for e in events:
       core = e["core"]
       if e["trait"]:
-        core = f"{e['actor']} {e['trait']} and " + core[len(e["actor"]) + 1:]
+        core = f"{e['actor']} {e['trait']} and " + core[len(e["actor"]) + 1 :]
       if e["emotion"]:
         core += ", and " + e["emotion"]
       e["text"] = core + "."
@@ -469,15 +553,26 @@ class _Writer:
     for item in traits:
       plan.insert(self.rng.randint(0, len(plan)), item)
     if self.rng.random() < 0.5:
-      plan.insert(self.rng.choice((0, min(1, len(plan)))), {
-          "kind": "description",
-          "text": self.description(self.ctx["setting"]["time"]), "prio": 2})
+      plan.insert(
+          self.rng.choice((0, min(1, len(plan)))),
+          {
+              "kind": "description",
+              "text": self.description(self.ctx["setting"]["time"]),
+              "prio": 2,
+          },
+      )
     while len(plan) < MIN_SENTENCES:
       names = self.rng.sample(self.names, 2)
-      plan.insert(self.rng.randint(0, len(plan)), {
-          "kind": "neutral", "prio": 1,
-          "text": self.rng.choice(lex.NEUTRAL_LINES).format(
-              N=names[0], M=names[1])})
+      plan.insert(
+          self.rng.randint(0, len(plan)),
+          {
+              "kind": "neutral",
+              "prio": 1,
+              "text": self.rng.choice(phr.NEUTRAL_LINES).format(
+                  N=names[0], M=names[1]
+              ),
+          },
+      )
     self.transitions(plan)
     self.faults(plan)
     self.duplicates(plan)
@@ -493,21 +588,39 @@ def _words(plan: list[dict[str, Any]]) -> int:
 def _fit_budget(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Drops the lowest-priority items until within sentence/word budgets."""
   while len(plan) > MIN_SENTENCES and (
-      len(plan) > MAX_SENTENCES or _words(plan) > MAX_WORDS):
+      len(plan) > MAX_SENTENCES or _words(plan) > MAX_WORDS
+  ):
     low = min(range(len(plan)), key=lambda i: (plan[i]["prio"], -i))
     del plan[low]
   return plan
 
 
+def plan_continuation(
+    context: Mapping[str, Any], levels: Mapping[str, float], rng: random.Random
+) -> list[dict[str, Any]]:
+  """The planned sentences: dicts with "kind", "text" and "prio".
+
+  `kind` is one of event, trait, emotion, description, neutral, duplicate,
+  or a coherence fault (wrong_name, place_jump, non_sequitur,
+  contradiction, cut_off); `prio` orders what to drop first (lowest) when
+  a caller must shorten the text.
+  """
+  plan = _Writer(context, levels, rng).plan()
+  return [
+      {"kind": it["kind"], "text": it["text"], "prio": it["prio"]}
+      for it in plan
+  ]
+
+
 def continuation_sentences(
-    context: Mapping[str, Any], levels: Mapping[str, float],
-    rng: random.Random) -> list[str]:
+    context: Mapping[str, Any], levels: Mapping[str, float], rng: random.Random
+) -> list[str]:
   """The sentences of one continuation at the given latent levels."""
-  return [it["text"] for it in _Writer(context, levels, rng).plan()]
+  return [it["text"] for it in plan_continuation(context, levels, rng)]
 
 
 def continuation(
-    context: Mapping[str, Any], levels: Mapping[str, float],
-    rng: random.Random) -> str:
+    context: Mapping[str, Any], levels: Mapping[str, float], rng: random.Random
+) -> str:
   """One continuation of `context` at the given per-dimension levels."""
   return " ".join(continuation_sentences(context, levels, rng))

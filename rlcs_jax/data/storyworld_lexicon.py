@@ -1,20 +1,21 @@
-"""The StoryWorld lexicon: every word list and sentence template, as tables.
+"""The StoryWorld lexicon: what exists in the world and how it is named.
 
-Owns the vocabulary shared by the generator (`storyworld.py`), the quality
-analysis (`quality.py`), the teacher (`teacher.py`) and the constraint
-prompts (`storyworld_constraints.py`): character names, traits with
-trait-consistent actions and dialogue lines, places, objects, times of day,
-outline actions with their verb forms, emotions, and the bland or vivid
-phrasings that carry originality. Pure data: no logic, no randomness.
+Owns the world's entities, as tables shared by the generator
+(`storyworld.py`), the quality analysis (`quality.py`), the teacher
+(`teacher.py`) and the constraint prompts (`storyworld_constraints.py`):
+character names, traits with trait-consistent actions and dialogue lines,
+places, objects, times of day, outline actions with every verb form that
+realises them, and emotions with the words that express them. How sentences
+are phrased (templates, bland or vivid wording) lives in
+`storyworld_phrases.py`. Pure data: no logic, no randomness.
 
 Conventions. Action and trait phrases are past-tense verb phrases without a
-subject. `{N}` is a character name, `{S}`/`{O}`/`{P}` the subject, object
-and possessive pronoun, `{T}` a target (object, place or person) and `{R}` a
-recipient. Place and object tables map a head noun (used for matching) to
-the phrase shown in text ("lighthouse" -> "old lighthouse"). Each bland
-template contains a `BLAND_MARKERS` phrase and each vivid one a
-`VIVID_MARKERS` phrase; trait and emotion phrases contain neither, so the
-five quality dimensions stay separable (tests check these invariants).
+subject; `{T}` is a target (object, place or person) and `{R}` a recipient.
+Place and object tables map a head noun (used for matching) to the phrase
+shown in text ("lighthouse" -> "old lighthouse"). Trait phrases contain no
+emotion word, phrasing marker or action verb form, so the five quality
+dimensions stay separable (tests check these invariants). Long flat tables
+are kept compact with `# fmt: off`.
 """
 
 DIMENSIONS: tuple[str, ...] = (
@@ -26,18 +27,19 @@ DIMENSIONS: tuple[str, ...] = (
 )
 
 # Names are chosen not to be English words, so lowercase text still matches.
+# fmt: off
 NAMES: dict[str, str] = {
-    "Mira": "she", "Tomas": "he", "Elin": "she", "Bram": "he",
-    "Sana": "she", "Joss": "he", "Ilse": "she", "Oren": "he",
-    "Lira": "she", "Nico": "he", "Nadia": "she", "Hugo": "he",
-    "Tessa": "she", "Finn": "he", "Yara": "she", "Milo": "he",
-    "Dara": "she", "Emil": "he", "Ines": "she", "Kai": "he",
-    "Rosa": "she", "Otto": "he", "Vera": "she", "Silas": "he",
-    "Anya": "she", "Felix": "he", "Zora": "she", "Jonah": "he",
-    "Maren": "she", "Aldo": "he", "Greta": "she", "Cyrus": "he",
-    "Lena": "she", "Gideon": "he", "Petra": "she", "Rafe": "he",
-    "Edda": "she", "Ivo": "he", "Hana": "she", "Juno": "he",
+    "Mira": "she", "Tomas": "he", "Elin": "she", "Bram": "he", "Sana": "she",
+    "Joss": "he", "Ilse": "she", "Oren": "he", "Lira": "she", "Nico": "he",
+    "Nadia": "she", "Hugo": "he", "Tessa": "she", "Finn": "he", "Yara": "she",
+    "Milo": "he", "Dara": "she", "Emil": "he", "Ines": "she", "Kai": "he",
+    "Rosa": "she", "Otto": "he", "Vera": "she", "Silas": "he", "Anya": "she",
+    "Felix": "he", "Zora": "she", "Jonah": "he", "Maren": "she", "Aldo": "he",
+    "Greta": "she", "Cyrus": "he", "Lena": "she", "Gideon": "he",
+    "Petra": "she", "Rafe": "he", "Edda": "she", "Ivo": "he", "Hana": "she",
+    "Juno": "he",
 }
+# fmt: on
 
 PRONOUNS: dict[str, dict[str, str]] = {
     "she": {"S": "she", "O": "her", "P": "her"},
@@ -66,54 +68,116 @@ OPPOSITE: dict[str, str] = {
 
 # Trait-consistent actions; the opposite trait's actions are inconsistent.
 TRAIT_ACTIONS: dict[str, tuple[str, ...]] = {
-    "brave": ("stepped forward without hesitation", "volunteered to go first",
-              "faced the danger head on"),
-    "timid": ("hung back behind the others", "refused to take another step",
-              "begged to turn back at once"),
-    "kind": ("shared the last of the bread", "spoke gently to a stray dog",
-             "bandaged a stranger's hand"),
-    "cruel": ("kicked a stray dog aside", "mocked an old man without pity",
-              "tore up a child's drawing"),
-    "honest": ("admitted the mistake at once", "returned the extra change",
-               "owned up to the broken window"),
-    "deceitful": ("lied without blinking", "pretended to know nothing",
-                  "swapped the labels when no one was watching"),
-    "generous": ("paid for everyone's supper", "emptied a purse for a beggar",
-                 "left a gift on a neighbor's doorstep"),
-    "greedy": ("counted the gold twice", "kept the biggest share",
-               "hoarded every scrap of food"),
-    "patient": ("waited quietly for the right moment",
-                "explained it a third time without complaint",
-                "untied the knot one strand at a time"),
-    "impatient": ("tapped a foot at the delay",
-                  "pushed ahead before anyone was ready",
-                  "drummed on the table"),
-    "calm": ("drew a slow breath and kept still", "spoke in a steady voice",
-             "sat down and thought it through"),
-    "hot-tempered": ("slammed a fist on the table", "kicked over a chair",
-                     "shouted at the nearest person"),
-    "cheerful": ("whistled a bright tune", "cracked a joke to lift the mood",
-                 "hummed while working"),
-    "gloomy": ("stared at the floor without a word",
-               "predicted that everything would fail",
-               "kicked at the dust and grumbled"),
-    "clever": ("worked out the riddle in a moment",
-               "drew a quick plan in the dirt", "noticed the hidden pattern"),
-    "foolish": ("pulled the wrong lever", "tripped over the same root twice",
-                "forgot the plan within a minute"),
-    "loyal": ("stayed at a friend's side", "kept every promise",
-              "stood guard through the long hours"),
-    "treacherous": ("broke a solemn promise", "sided with the rivals",
-                    "abandoned a friend in trouble"),
-    "humble": ("refused any praise", "shared the credit with everyone",
-               "cleaned up after the others"),
-    "arrogant": ("boasted about being the best", "ignored everyone's advice",
-                 "sneered at the others"),
-    "hardworking": ("worked until both hands were raw",
-                    "rose early to finish the chores",
-                    "carried load after load"),
-    "lazy": ("napped in the shade", "left the chores half done",
-             "yawned and put the work off"),
+    "brave": (
+        "stepped forward without hesitation",
+        "volunteered to go first",
+        "faced the danger head on",
+    ),
+    "timid": (
+        "hung back behind the others",
+        "refused to take another step",
+        "begged to turn back at once",
+    ),
+    "kind": (
+        "shared the last of the bread",
+        "spoke gently to a stray dog",
+        "bandaged a stranger's hand",
+    ),
+    "cruel": (
+        "kicked a stray dog aside",
+        "mocked an old man without pity",
+        "tore up a child's drawing",
+    ),
+    "honest": (
+        "admitted the mistake at once",
+        "returned the extra change",
+        "owned up to the broken window",
+    ),
+    "deceitful": (
+        "lied without blinking",
+        "pretended to know nothing",
+        "swapped the labels when no one was watching",
+    ),
+    "generous": (
+        "paid for everyone's supper",
+        "emptied a purse for a beggar",
+        "left a gift on a neighbor's doorstep",
+    ),
+    "greedy": (
+        "counted the gold twice",
+        "kept the biggest share",
+        "hoarded every scrap of food",
+    ),
+    "patient": (
+        "waited quietly for the right moment",
+        "explained it a third time without complaint",
+        "untied the knot one strand at a time",
+    ),
+    "impatient": (
+        "tapped a foot at the delay",
+        "pushed ahead before anyone was ready",
+        "drummed on the table",
+    ),
+    "calm": (
+        "drew a slow breath and kept still",
+        "spoke in a steady voice",
+        "sat down and thought it through",
+    ),
+    "hot-tempered": (
+        "slammed a fist on the table",
+        "kicked over a chair",
+        "shouted at the nearest person",
+    ),
+    "cheerful": (
+        "whistled a bright tune",
+        "cracked a joke to lift the mood",
+        "hummed while working",
+    ),
+    "gloomy": (
+        "stared at the floor without a word",
+        "predicted that everything would fail",
+        "kicked at the dust and grumbled",
+    ),
+    "clever": (
+        "worked out the riddle in a moment",
+        "drew a quick plan in the dirt",
+        "noticed the hidden pattern",
+    ),
+    "foolish": (
+        "pulled the wrong lever",
+        "tripped over the same root twice",
+        "forgot the plan within a minute",
+    ),
+    "loyal": (
+        "stayed at a friend's side",
+        "kept every promise",
+        "stood guard through the long hours",
+    ),
+    "treacherous": (
+        "broke a solemn promise",
+        "sided with the rivals",
+        "abandoned a friend in trouble",
+    ),
+    "humble": (
+        "refused any praise",
+        "shared the credit with everyone",
+        "cleaned up after the others",
+    ),
+    "arrogant": (
+        "boasted about being the best",
+        "ignored everyone's advice",
+        "sneered at the others",
+    ),
+    "hardworking": (
+        "worked until both hands were raw",
+        "rose early to finish the chores",
+        "carried load after load",
+    ),
+    "lazy": (
+        "napped in the shade",
+        "left the chores half done",
+        "yawned and put the work off",
+    ),
 }
 
 # Trait-consistent dialogue lines (spoken by the character).
@@ -143,26 +207,28 @@ TRAIT_LINES: dict[str, tuple[str, ...]] = {
 }
 
 # Head noun -> phrase shown in text (always preceded by "the").
+# fmt: off
 PLACES: dict[str, str] = {
     "lighthouse": "old lighthouse", "harbor": "windy harbor",
     "mill": "abandoned mill", "orchard": "apple orchard",
     "library": "dusty library", "market": "crowded market",
     "cellar": "damp cellar", "bridge": "narrow bridge",
     "forest": "pine forest", "meadow": "wide meadow",
-    "chapel": "ruined chapel", "tower": "clock tower",
-    "inn": "crooked inn", "bakery": "village bakery",
-    "garden": "walled garden", "cave": "sea cave",
+    "chapel": "ruined chapel", "tower": "clock tower", "inn": "crooked inn",
+    "bakery": "village bakery", "garden": "walled garden", "cave": "sea cave",
     "workshop": "cluttered workshop", "station": "railway station",
     "greenhouse": "glass greenhouse", "attic": "cramped attic",
-    "barn": "red barn", "quarry": "flooded quarry",
-    "pier": "wooden pier", "courtyard": "castle courtyard",
-    "observatory": "hilltop observatory", "marsh": "misty marsh",
-    "vineyard": "terraced vineyard", "monastery": "silent monastery",
-    "museum": "little museum", "schoolhouse": "empty schoolhouse",
-    "kitchen": "warm kitchen", "tavern": "noisy tavern",
-    "boathouse": "leaky boathouse", "graveyard": "overgrown graveyard",
+    "barn": "red barn", "quarry": "flooded quarry", "pier": "wooden pier",
+    "courtyard": "castle courtyard", "observatory": "hilltop observatory",
+    "marsh": "misty marsh", "vineyard": "terraced vineyard",
+    "monastery": "silent monastery", "museum": "little museum",
+    "schoolhouse": "empty schoolhouse", "kitchen": "warm kitchen",
+    "tavern": "noisy tavern", "boathouse": "leaky boathouse",
+    "graveyard": "overgrown graveyard",
 }
+# fmt: on
 
+# fmt: off
 OBJECTS: dict[str, str] = {
     "key": "silver key", "lantern": "brass lantern", "map": "torn map",
     "letter": "sealed letter", "compass": "old compass",
@@ -177,27 +243,35 @@ OBJECTS: dict[str, str] = {
     "flute": "wooden flute", "shell": "spiral shell",
     "painting": "small painting", "photograph": "faded photograph",
     "ticket": "train ticket", "jar": "honey jar", "crown": "tin crown",
-    "shovel": "rusty shovel", "hammer": "heavy hammer",
-    "book": "leather book", "lamp": "oil lamp", "puppet": "wooden puppet",
-    "egg": "painted egg", "sword": "notched sword", "quill": "white quill",
-    "glove": "leather glove", "teapot": "chipped teapot",
-    "wheel": "cart wheel", "harp": "small harp", "medal": "bronze medal",
+    "shovel": "rusty shovel", "hammer": "heavy hammer", "book": "leather book",
+    "lamp": "oil lamp", "puppet": "wooden puppet", "egg": "painted egg",
+    "sword": "notched sword", "quill": "white quill", "glove": "leather glove",
+    "teapot": "chipped teapot", "wheel": "cart wheel", "harp": "small harp",
+    "medal": "bronze medal",
 }
+# fmt: on
 
+# fmt: off
 OPENABLE: tuple[str, ...] = (
     "box", "letter", "locket", "diary", "bottle", "jar", "umbrella", "book",
     "teapot",
 )
+# fmt: on
+# fmt: off
 REPAIRABLE: tuple[str, ...] = (
     "lantern", "compass", "violin", "kite", "umbrella", "bell", "telescope",
     "wheel", "mirror", "flute", "lamp", "puppet", "harp",
 )
+# fmt: on
 READABLE: tuple[str, ...] = ("map", "letter", "diary", "book", "ticket")
 
 TIMES: tuple[str, ...] = ("dawn", "morning", "noon", "dusk", "night")
 TIME_PHRASES: dict[str, str] = {
-    "dawn": "at dawn", "morning": "in the morning", "noon": "at noon",
-    "dusk": "at dusk", "night": "at night",
+    "dawn": "at dawn",
+    "morning": "in the morning",
+    "noon": "at noon",
+    "dusk": "at dusk",
+    "night": "at night",
 }
 # Words that fix the time of day; mentioning an incompatible one contradicts.
 TIME_WORDS: dict[str, tuple[str, ...]] = {
@@ -218,41 +292,45 @@ COMPATIBLE_TIMES: dict[str, tuple[str, ...]] = {
 # Outline actions. `target`: object | place | person | object_person
 # (object given to a recipient) | secret_person. `pool` restricts objects.
 # `forms` are every verb form that realises the action (any tense).
+# fmt: off
 ACTIONS: dict[str, dict] = {
     "find": {
-        "target": "object", "pool": None, "present": "finds the {T}",
+        "target": "object", "pool": None,
+        "present": "finds the {T}",
         "bland": ("found the {T}",),
         "vivid": ("discovered the {T}", "unearthed the {T}",
-                  "stumbled upon the {T}"),
+            "stumbled upon the {T}"),
         "forms": ("find", "finds", "found", "discover", "discovers",
-                  "discovered", "unearth", "unearths", "unearthed",
-                  "stumbled upon", "stumbles upon"),
+            "discovered", "unearth", "unearths", "unearthed", "stumbled upon",
+            "stumbles upon"),
         "moods": ("joy", "surprise", "relief"),
     },
     "lose": {
-        "target": "object", "pool": None, "present": "loses the {T}",
+        "target": "object", "pool": None,
+        "present": "loses the {T}",
         "bland": ("lost the {T}",),
         "vivid": ("misplaced the {T}", "mislaid the {T}"),
-        "forms": ("lose", "loses", "lost", "misplaced", "misplaces",
-                  "mislaid", "mislays"),
+        "forms": ("lose", "loses", "lost", "misplaced", "misplaces", "mislaid",
+            "mislays"),
         "moods": ("sadness", "fear", "anger"),
     },
     "open": {
-        "target": "object", "pool": OPENABLE, "present": "opens the {T}",
+        "target": "object", "pool": OPENABLE,
+        "present": "opens the {T}",
         "bland": ("opened the {T}",),
         "vivid": ("pried open the {T}", "unsealed the {T}",
-                  "unlatched the {T}"),
+            "unlatched the {T}"),
         "forms": ("open", "opens", "opened", "pried open", "pries open",
-                  "unsealed", "unseals", "unlatched", "unlatches"),
+            "unsealed", "unseals", "unlatched", "unlatches"),
         "moods": ("surprise", "fear", "joy"),
     },
     "hide": {
-        "target": "object", "pool": None, "present": "hides the {T}",
+        "target": "object", "pool": None,
+        "present": "hides the {T}",
         "bland": ("hid the {T}",),
-        "vivid": ("tucked away the {T}", "concealed the {T}",
-                  "buried the {T}"),
+        "vivid": ("tucked away the {T}", "concealed the {T}", "buried the {T}"),
         "forms": ("hide", "hides", "hid", "tucked away", "tucks away",
-                  "concealed", "conceals", "buried", "buries"),
+            "concealed", "conceals", "buried", "buries"),
         "moods": ("fear", "relief"),
     },
     "give": {
@@ -260,99 +338,108 @@ ACTIONS: dict[str, dict] = {
         "present": "gives the {T} to {R}",
         "bland": ("gave the {T} to {R}",),
         "vivid": ("handed the {T} to {R}", "pressed the {T} into {R}'s hands",
-                  "entrusted the {T} to {R}"),
-        "forms": ("give", "gives", "gave", "handed", "pressed",
-                  "presses", "entrusted", "entrusts"),
+            "entrusted the {T} to {R}"),
+        "forms": ("give", "gives", "gave", "handed", "pressed", "presses",
+            "entrusted", "entrusts"),
         "moods": ("joy", "relief", "sadness"),
     },
     "steal": {
-        "target": "object", "pool": None, "present": "steals the {T}",
+        "target": "object", "pool": None,
+        "present": "steals the {T}",
         "bland": ("took the {T}",),
         "vivid": ("snatched the {T}", "pocketed the {T}", "swiped the {T}"),
         "forms": ("steal", "steals", "stole", "took", "takes", "snatched",
-                  "snatches", "pocketed", "pockets", "swiped", "swipes"),
+            "snatches", "pocketed", "pockets", "swiped", "swipes"),
         "moods": ("fear", "anger"),
     },
     "repair": {
-        "target": "object", "pool": REPAIRABLE, "present": "repairs the {T}",
+        "target": "object", "pool": REPAIRABLE,
+        "present": "repairs the {T}",
         "bland": ("fixed the {T}",),
         "vivid": ("mended the {T}", "patched up the {T}", "restored the {T}"),
-        "forms": ("repair", "repairs", "repaired", "fixed", "fixes",
-                  "mended", "mends", "patched up", "patches up", "restored",
-                  "restores"),
+        "forms": ("repair", "repairs", "repaired", "fixed", "fixes", "mended",
+            "mends", "patched up", "patches up", "restored", "restores"),
         "moods": ("joy", "relief"),
     },
     "read": {
-        "target": "object", "pool": READABLE, "present": "reads the {T}",
+        "target": "object", "pool": READABLE,
+        "present": "reads the {T}",
         "bland": ("read the {T}",),
         "vivid": ("pored over the {T}", "studied the {T}",
-                  "deciphered the {T}"),
+            "deciphered the {T}"),
         "forms": ("read", "reads", "pored over", "pores over", "studied",
-                  "studies", "deciphered", "deciphers"),
+            "studies", "deciphered", "deciphers"),
         "moods": ("surprise", "sadness", "fear"),
     },
     "travel": {
-        "target": "place", "pool": None, "present": "travels to the {T}",
+        "target": "place", "pool": None,
+        "present": "travels to the {T}",
         "bland": ("went to the {T}",),
         "vivid": ("hurried to the {T}", "trudged to the {T}",
-                  "set off for the {T}"),
+            "set off for the {T}"),
         "forms": ("travel to", "travels to", "traveled to", "went to",
-                  "goes to", "hurried to", "hurries to", "trudged to",
-                  "trudges to", "set off for", "sets off for"),
+            "goes to", "hurried to", "hurries to", "trudged to", "trudges to",
+            "set off for", "sets off for"),
         "moods": ("fear", "joy", "sadness"),
     },
     "escape": {
-        "target": "place", "pool": None, "present": "escapes from the {T}",
+        "target": "place", "pool": None,
+        "present": "escapes from the {T}",
         "bland": ("got out of the {T}",),
         "vivid": ("fled the {T}", "slipped out of the {T}",
-                  "broke out of the {T}"),
+            "broke out of the {T}"),
         "forms": ("escape from", "escapes from", "escaped from", "got out of",
-                  "gets out of", "fled", "flees", "slipped out of",
-                  "slips out of", "broke out of", "breaks out of"),
+            "gets out of", "fled", "flees", "slipped out of", "slips out of",
+            "broke out of", "breaks out of"),
         "moods": ("relief", "fear"),
     },
     "search": {
-        "target": "place", "pool": None, "present": "searches the {T}",
+        "target": "place", "pool": None,
+        "present": "searches the {T}",
         "bland": ("looked around the {T}",),
         "vivid": ("combed the {T}", "scoured the {T}", "ransacked the {T}"),
         "forms": ("search", "searches", "searched", "looked around",
-                  "looks around", "combed", "combs", "scoured", "scours",
-                  "ransacked", "ransacks"),
+            "looks around", "combed", "combs", "scoured", "scours",
+            "ransacked", "ransacks"),
         "moods": ("fear", "surprise"),
     },
     "meet": {
-        "target": "person", "pool": None, "present": "meets {T}",
+        "target": "person", "pool": None,
+        "present": "meets {T}",
         "bland": ("met {T}",),
         "vivid": ("ran into {T}", "crossed paths with {T}",
-                  "came face to face with {T}"),
+            "came face to face with {T}"),
         "forms": ("meet", "meets", "met", "ran into", "runs into",
-                  "crossed paths with", "crosses paths with",
-                  "came face to face with", "comes face to face with"),
+            "crossed paths with", "crosses paths with",
+            "came face to face with", "comes face to face with"),
         "moods": ("surprise", "joy", "fear"),
     },
     "argue": {
-        "target": "person", "pool": None, "present": "argues with {T}",
+        "target": "person", "pool": None,
+        "present": "argues with {T}",
         "bland": ("argued with {T}",),
         "vivid": ("quarreled with {T}", "clashed with {T}", "snapped at {T}"),
         "forms": ("argue with", "argues with", "argued with", "quarreled with",
-                  "quarrels with", "clashed with", "clashes with",
-                  "snapped at", "snaps at"),
+            "quarrels with", "clashed with", "clashes with", "snapped at",
+            "snaps at"),
         "moods": ("anger", "sadness"),
     },
     "help": {
-        "target": "person", "pool": None, "present": "helps {T}",
+        "target": "person", "pool": None,
+        "present": "helps {T}",
         "bland": ("helped {T}",),
         "vivid": ("assisted {T}", "lent a hand to {T}", "aided {T}"),
         "forms": ("help", "helps", "helped", "assisted", "assists",
-                  "lent a hand to", "lends a hand to", "aided", "aids"),
+            "lent a hand to", "lends a hand to", "aided", "aids"),
         "moods": ("relief", "joy"),
     },
     "follow": {
-        "target": "person", "pool": None, "present": "follows {T}",
+        "target": "person", "pool": None,
+        "present": "follows {T}",
         "bland": ("followed {T}",),
         "vivid": ("trailed {T}", "shadowed {T}", "tracked {T}"),
         "forms": ("follow", "follows", "followed", "trailed", "trails",
-                  "shadowed", "shadows", "tracked", "tracks"),
+            "shadowed", "shadows", "tracked", "tracks"),
         "moods": ("fear", "surprise"),
     },
     "reveal": {
@@ -360,233 +447,71 @@ ACTIONS: dict[str, dict] = {
         "present": "tells {R} the secret",
         "bland": ("told {R} the secret",),
         "vivid": ("confessed the secret to {R}", "revealed the secret to {R}",
-                  "whispered the secret to {R}"),
+            "whispered the secret to {R}"),
         "forms": ("tell", "tells", "told", "confessed", "confesses",
-                  "revealed", "reveals", "whispered", "whispers"),
+            "revealed", "reveals", "whispered", "whispers"),
         "moods": ("surprise", "anger", "sadness"),
     },
 }
+# fmt: on
 
 EMOTIONS: tuple[str, ...] = (
-    "joy", "fear", "anger", "sadness", "surprise", "relief",
+    "joy",
+    "fear",
+    "anger",
+    "sadness",
+    "surprise",
+    "relief",
 )
 EMOTION_NOUNS: dict[str, str] = {
-    "joy": "joy", "fear": "fear", "anger": "anger", "sadness": "grief",
-    "surprise": "surprise", "relief": "relief",
+    "joy": "joy",
+    "fear": "fear",
+    "anger": "anger",
+    "sadness": "grief",
+    "surprise": "surprise",
+    "relief": "relief",
 }
 EMOTION_ADJECTIVES: dict[str, str] = {
-    "joy": "joyful", "fear": "frightened", "anger": "angry",
-    "sadness": "sorrowful", "surprise": "amazed", "relief": "relieved",
+    "joy": "joyful",
+    "fear": "frightened",
+    "anger": "angry",
+    "sadness": "sorrowful",
+    "surprise": "amazed",
+    "relief": "relieved",
 }
 # Keywords that identify an emotion and its intensity in any text.
 EMOTION_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "joy": {"strong": ("delight", "elation", "joy", "overjoyed", "beamed"),
-            "mild": ("smiled", "glad", "pleased", "happy")},
-    "fear": {"strong": ("dread", "terror", "trembled", "pounded",
-                        "petrified"),
-             "mild": ("uneasy", "nervous", "worried")},
-    "anger": {"strong": ("fury", "rage", "seethed", "furious"),
-              "mild": ("frowned", "annoyed", "irritated")},
-    "sadness": {"strong": ("grief", "wept", "despair", "sobbed",
-                           "heartbroken"),
-                "mild": ("sad", "sighed", "downcast")},
-    "surprise": {"strong": ("astonished", "gasped", "stunned", "disbelief"),
-                 "mild": ("surprised", "blinked", "puzzled")},
-    "relief": {"strong": ("relief", "thankful", "sagged"),
-               "mild": ("relaxed", "calmer", "eased")},
+    "joy": {
+        "strong": ("delight", "elation", "joy", "overjoyed", "beamed"),
+        "mild": ("smiled", "glad", "pleased", "happy"),
+    },
+    "fear": {
+        "strong": ("dread", "terror", "trembled", "pounded", "petrified"),
+        "mild": ("uneasy", "nervous", "worried"),
+    },
+    "anger": {
+        "strong": ("fury", "rage", "seethed", "furious"),
+        "mild": ("frowned", "annoyed", "irritated"),
+    },
+    "sadness": {
+        "strong": ("grief", "wept", "despair", "sobbed", "heartbroken"),
+        "mild": ("sad", "sighed", "downcast"),
+    },
+    "surprise": {
+        "strong": ("astonished", "gasped", "stunned", "disbelief"),
+        "mild": ("surprised", "blinked", "puzzled"),
+    },
+    "relief": {
+        "strong": ("relief", "thankful", "sagged"),
+        "mild": ("relaxed", "calmer", "eased"),
+    },
 }
 # Phrases of flat affect: an emotional beat with no feeling in it.
 FLAT_WORDS: tuple[str, ...] = (
-    "shrugged", "nothing much", "did not care", "felt fine", "okay",
+    "shrugged",
+    "nothing much",
+    "did not care",
+    "felt fine",
+    "okay",
     "bored",
-)
-# Emotion clauses. `{X}` is the subject (name or pronoun), `{P}` possessive.
-EMOTION_CLAUSES: dict[str, dict[str, tuple[str, ...]]] = {
-    "joy": {
-        "strong": ("{P} heart leapt with delight", "{X} beamed with elation",
-                   "a wave of pure joy swept over {O}"),
-        "mild": ("{X} smiled", "{X} felt glad", "{X} was pleased"),
-    },
-    "fear": {
-        "strong": ("{P} heart pounded with dread", "{X} trembled in terror",
-                   "cold dread gripped {O}"),
-        "mild": ("{X} felt uneasy", "{X} grew a little nervous",
-                 "{X} was worried"),
-    },
-    "anger": {
-        "strong": ("{X} seethed with fury", "rage burned in {P} eyes",
-                   "{X} was furious"),
-        "mild": ("{X} frowned", "{X} felt annoyed", "{X} was irritated"),
-    },
-    "sadness": {
-        "strong": ("{X} wept with grief", "despair settled over {O}",
-                   "{X} sobbed quietly"),
-        "mild": ("{X} felt sad", "{X} sighed", "{X} grew downcast"),
-    },
-    "surprise": {
-        "strong": ("{X} gasped in disbelief", "{X} stood stunned",
-                   "{X} was astonished"),
-        "mild": ("{X} blinked", "{X} felt surprised", "{X} seemed puzzled"),
-    },
-    "relief": {
-        "strong": ("relief flooded through {O}", "{X} sagged with relief",
-                   "{X} was deeply thankful"),
-        "mild": ("{X} relaxed a little", "{X} felt calmer",
-                 "{P} shoulders eased"),
-    },
-}
-FLAT_CLAUSES: tuple[str, ...] = (
-    "{X} shrugged", "{X} felt nothing much", "{X} did not care either way",
-    "{X} felt fine about it", "{X} thought it was okay",
-)
-
-# Phrasing quality markers (counted by the originality analysis).
-BLAND_MARKERS: tuple[str, ...] = (
-    "found", "lost", "opened", "hid", "gave", "took", "fixed", "went",
-    "got", "looked around", "met", "argued", "helped", "followed", "told",
-    "read",
-    "said", "then", "after that", "next", "very", "nice", "big", "stuff",
-    "things",
-)
-VIVID_MARKERS: tuple[str, ...] = (
-    "discovered", "unearthed", "stumbled upon", "misplaced", "mislaid",
-    "pried open", "unsealed", "unlatched", "tucked away", "concealed",
-    "buried", "handed", "pressed", "entrusted", "snatched", "pocketed",
-    "swiped", "mended", "patched up", "restored", "pored over", "studied",
-    "deciphered", "hurried", "trudged", "set off", "fled", "slipped out",
-    "broke out", "combed", "scoured", "ransacked", "ran into",
-    "crossed paths", "face to face", "quarreled", "clashed", "snapped at",
-    "assisted", "lent a hand", "aided", "trailed", "shadowed", "tracked",
-    "confessed", "revealed", "whispered", "murmured", "muttered",
-    "declared", "called out", "moments later", "before long",
-    "as the wind rose", "in the hush that followed", "without warning",
-    "spilled", "glittered", "gilded", "curled", "hammered", "pooled",
-    "bled", "shimmered", "drifted", "wrapped", "blazed",
-)
-
-SPEECH_TAGS: dict[str, tuple[str, ...]] = {
-    "bland": ("said",),
-    "vivid": ("whispered", "murmured", "muttered", "declared", "called out"),
-}
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "bland": ("Then,", "After that,", "Next,"),
-    "vivid": ("Moments later,", "Before long,", "As the wind rose,",
-              "In the hush that followed,", "Without warning,"),
-}
-
-# Place descriptions by time of day ({T} is the place phrase).
-DESCRIPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
-    "dawn": {
-        "bland": ("It was dawn, and the {T} was very quiet.",
-                  "The dawn was nice and still at the {T}."),
-        "vivid": ("The first light of dawn gilded the roof of the {T}.",
-                  "Sunrise spilled pink and gold across the {T}."),
-    },
-    "morning": {
-        "bland": ("It was morning, and the {T} was very bright.",
-                  "The morning was nice at the {T}."),
-        "vivid": ("Morning mist curled around the {T}.",
-                  "The morning air shimmered over the {T}."),
-    },
-    "noon": {
-        "bland": ("It was noon, and the {T} was very hot.",
-                  "The noon sun was big over the {T}."),
-        "vivid": ("The midday sun hammered down on the {T}.",
-                  "At noon the heat shimmered above the {T}."),
-    },
-    "dusk": {
-        "bland": ("It was dusk, and the {T} was very gray.",
-                  "The sunset was nice over the {T}."),
-        "vivid": ("Twilight pooled in the corners of the {T}.",
-                  "The sunset bled orange across the {T}."),
-    },
-    "night": {
-        "bland": ("It was night, and the {T} was very dark.",
-                  "The night was very cold at the {T}."),
-        "vivid": ("Moonlight spilled across the {T} like thin milk.",
-                  "Above the {T}, the stars glittered cold and sharp."),
-    },
-}
-
-# Coherence faults, used on purpose by the generator.
-NON_SEQUITURS: tuple[str, ...] = (
-    "Somewhere far away, a {T} sat forgotten in the {L}.",
-    "A {T} rolled slowly across the floor of the {L}.",
-    "The {L} had once been famous for its {T}.",
-    "Long ago, a {T} was sold at the {L} for a single penny.",
-)
-PLACE_JUMPS: tuple[str, ...] = (
-    "Suddenly {N} was standing in the {L}.",
-    "{N} wandered into the {L} for no reason at all.",
-    "All at once {N} was back at the {L}.",
-)
-STRANGER_LINES: tuple[str, ...] = (
-    "{N} waved from across the room.",
-    "{N} watched them from the doorway.",
-    "{N} called a greeting and walked on.",
-)
-
-# Filler sentences that carry no quality signal (used to reach 3 sentences).
-NEUTRAL_LINES: tuple[str, ...] = (
-    "Nobody spoke for a while.",
-    "For a moment everything was still.",
-    "{N} glanced at {M}.",
-    "{N} turned to {M}.",
-)
-
-STORY_OPENERS: tuple[str, ...] = (
-    "It was {time} when {A} and {B} reached the {L}.",
-    "{A} and {B} arrived at the {L} {time}.",
-    "{time_cap}, {A} led {B} to the {L}.",
-)
-STORY_MOTIVES: tuple[str, ...] = (
-    "{A} had come looking for the {T}.",
-    "Everyone said the {T} was hidden somewhere nearby.",
-    "{A} had heard rumors about the {T}.",
-    "{A} still remembered the day the {T} went missing.",
-)
-
-# Story-like end phrases for `startend:end_checker` (no commas, no time).
-END_PHRASES: tuple[str, ...] = (
-    "And that was only the beginning.",
-    "Nothing would ever be the same again.",
-    "No one spoke of it again.",
-    "It was far from over.",
-    "The rest is another story.",
-)
-KEYWORD_SENTENCES: tuple[str, ...] = (
-    "{N} noticed the {T} lying nearby.",
-    "Close by lay the {T}.",
-    "{N} spotted the {T} in the shadows.",
-)
-POSTSCRIPTS: tuple[str, ...] = (
-    "P.S. {N} never forgot that day.",
-    "P.S. The {T} is still there.",
-    "P.S. {N} kept the story a secret for years.",
-)
-TITLE_TEMPLATES: tuple[str, ...] = (
-    "The {T}", "{N} and the {T}", "A Secret at the {L}",
-)
-# Common words that constraint prompts may forbid, with stand-ins that keep
-# the sentence grammatical (an empty stand-in deletes the word).
-FORBIDDEN_SWAPS: dict[str, str] = {
-    "said": "replied", "very": "", "then": "soon", "heart": "pulse",
-    "felt": "seemed", "suddenly": "abruptly",
-}
-
-# Function words and fillers that are valid anywhere.
-EXTRA_WORDS: tuple[str, ...] = (
-    "a", "an", "the", "and", "but", "or", "so", "of", "to", "in", "on", "at",
-    "by", "for", "with", "from", "into", "over", "under", "up", "down",
-    "out", "off", "as", "it", "its", "is", "was", "were", "be", "been",
-    "had", "has", "have", "he", "she", "him", "her", "his", "hers", "they",
-    "them", "their", "we", "us", "our", "you", "your", "i", "me", "my",
-    "mine", "this", "that", "these", "those", "there", "here", "not", "no",
-    "nor", "all", "some", "any", "each", "every", "one", "two", "three",
-    "when", "while", "where", "who", "what", "which", "why", "how", "then",
-    "again", "still", "just", "only", "too", "also", "s", "t", "ps",
-    "story", "end", "day", "after", "before", "later", "soon", "now",
-    "around", "through", "across", "behind", "beside", "near", "nearby",
-    "if", "than", "because", "would", "could", "should", "will", "can",
-    "did", "do", "does", "very", "much", "more", "most", "little", "long",
 )

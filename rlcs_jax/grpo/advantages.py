@@ -32,9 +32,7 @@ from rlcs_jax.grpo import pairs
 Metrics = pairs.Metrics
 
 
-def _valid_mask(
-    rewards_PR: jax.Array, valid_PR: jax.Array | None
-) -> jax.Array:
+def _valid_mask(rewards_PR: jax.Array, valid_PR: jax.Array | None) -> jax.Array:
   valid = jnp.isfinite(rewards_PR)
   if valid_PR is not None:
     valid = valid & valid_PR.astype(bool)

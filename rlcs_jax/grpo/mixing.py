@@ -96,7 +96,9 @@ def _group(w_PR: jax.Array, v_PR: jax.Array, valid_PR: jax.Array) -> _Group:
 # is the penalty of the λ-based rules in groups with mixed violators and 0
 # otherwise. Invalid entries of w and v are 0 on input; outputs there are
 # overwritten.
-_Rule = Callable[..., tuple[jax.Array, jax.Array]]
+_Rule = Callable[
+    [jax.Array, jax.Array, _Group, "MixConfig"], tuple[jax.Array, jax.Array]
+]
 
 
 def _penalised(
@@ -117,7 +119,9 @@ def _penalised(
   return r_PR, lambda_P
 
 
-def _rule_rlmr(w_PR, v_PR, g, cfg):
+def _rule_rlmr(
+    w_PR: jax.Array, v_PR: jax.Array, g: _Group, cfg: "MixConfig"
+) -> tuple[jax.Array, jax.Array]:
   above_PR = g.valid_PR & (v_PR > g.mean_v_P[:, None])
   gap_PR = jnp.where(above_PR, v_PR - g.mean_v_P[:, None], 1.0)
   need_PR = (w_PR - g.mean_w_P[:, None] + cfg.delta) / gap_PR
@@ -125,22 +129,30 @@ def _rule_rlmr(w_PR, v_PR, g, cfg):
   return _penalised(w_PR, v_PR, g, jnp.maximum(need_P, 0.0), cfg)
 
 
-def _rule_naive_range(w_PR, v_PR, g, cfg):
+def _rule_naive_range(
+    w_PR: jax.Array, v_PR: jax.Array, g: _Group, cfg: "MixConfig"
+) -> tuple[jax.Array, jax.Array]:
   lambda_P = g.max_w_P - g.min_w_P + cfg.delta
   return _penalised(w_PR, v_PR, g, lambda_P, cfg)
 
 
-def _rule_single_writing(w_PR, v_PR, g, cfg):
+def _rule_single_writing(
+    w_PR: jax.Array, v_PR: jax.Array, g: _Group, cfg: "MixConfig"
+) -> tuple[jax.Array, jax.Array]:
   del v_PR, cfg
   return w_PR, jnp.zeros_like(g.mean_w_P)
 
 
-def _rule_single_constraint(w_PR, v_PR, g, cfg):
+def _rule_single_constraint(
+    w_PR: jax.Array, v_PR: jax.Array, g: _Group, cfg: "MixConfig"
+) -> tuple[jax.Array, jax.Array]:
   del w_PR, cfg
   return 1.0 - v_PR, jnp.zeros_like(g.mean_w_P)
 
 
-def _rule_fixed_mix(w_PR, v_PR, g, cfg):
+def _rule_fixed_mix(
+    w_PR: jax.Array, v_PR: jax.Array, g: _Group, cfg: "MixConfig"
+) -> tuple[jax.Array, jax.Array]:
   spread_P = g.max_w_P - g.min_w_P
   const_P = ~(spread_P > 0)  # Also true for empty groups (−inf − inf).
   safe_P = jnp.where(const_P, 1.0, spread_P)
@@ -151,7 +163,9 @@ def _rule_fixed_mix(w_PR, v_PR, g, cfg):
   return r_PR, jnp.zeros_like(g.mean_w_P)
 
 
-def _rule_floor(w_PR, v_PR, g, cfg):
+def _rule_floor(
+    w_PR: jax.Array, v_PR: jax.Array, g: _Group, cfg: "MixConfig"
+) -> tuple[jax.Array, jax.Array]:
   del v_PR
   floor_PR = jnp.broadcast_to((g.min_w_P - cfg.delta)[:, None], w_PR.shape)
   return jnp.where(g.violator_PR, floor_PR, w_PR), jnp.zeros_like(g.mean_w_P)

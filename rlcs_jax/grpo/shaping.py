@@ -18,8 +18,10 @@ Entropy sources (Ĥ), all in [0, 1]:
   * `verdict_entropy`: two-way softmax over the verdict tokens' logits.
   * `response_mean_entropy`: mean token entropy of the response / ln V.
   * `group_vote_entropy`: binary entropy of the group's vote split. It is
-    constant within a group, so as a reward factor it cancels under std
-    normalisation (tested in shaping_test.py); it acts only as a weight.
+    constant within a group, so under std normalisation target="reward"
+    only applies an increasing affine map to each group's ±1 rewards and
+    the advantages do not change (tested in shaping_test.py); use it with
+    target="loss_weight".
 
 Shape legend:
   B: batch (judgements)
@@ -135,22 +137,31 @@ _Target = Callable[
 ]
 
 
-def _target_reward(plain, shaped, weight):
+def _target_reward(
+    plain: jax.Array, shaped: jax.Array, weight: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  del plain
   one = jnp.ones_like(weight)
   return shaped, one, one
 
 
-def _target_advantage(plain, shaped, weight):
+def _target_advantage(
+    plain: jax.Array, shaped: jax.Array, weight: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   del shaped
   return plain, weight, jnp.ones_like(weight)
 
 
-def _target_loss_weight(plain, shaped, weight):
+def _target_loss_weight(
+    plain: jax.Array, shaped: jax.Array, weight: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   del shaped
   return plain, jnp.ones_like(weight), weight
 
 
-def _target_none(plain, shaped, weight):
+def _target_none(
+    plain: jax.Array, shaped: jax.Array, weight: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   del shaped
   one = jnp.ones_like(weight)
   return plain, one, one

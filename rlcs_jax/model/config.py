@@ -51,11 +51,20 @@ class ModelConfig:
   remat: bool = False  # Rematerialise each block in the backward pass.
 
   def __post_init__(self):
-    for name in ("vocab_size", "d_model", "num_layers", "num_heads",
-                 "num_kv_heads", "head_dim", "mlp_dim", "max_seq_len"):
+    for name in (
+        "vocab_size",
+        "d_model",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "mlp_dim",
+        "max_seq_len",
+    ):
       if getattr(self, name) <= 0:
-        raise ValueError(f"model.{name} must be positive, got "
-                         f"{getattr(self, name)}")
+        raise ValueError(
+            f"model.{name} must be positive, got " f"{getattr(self, name)}"
+        )
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           f"model.num_heads={self.num_heads} must be a multiple of "
@@ -74,17 +83,27 @@ class ModelConfig:
       if field.name in section and section[field.name] is not None:
         fields[field.name] = section[field.name]
     fields.update(overrides)
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.name not in fields and f.default is dataclasses.MISSING]
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in fields and f.default is dataclasses.MISSING
+    ]
     if missing:
-      raise ValueError(f"model config is missing {missing}; set "
-                       f"model.preset or these keys")
+      raise ValueError(
+          f"model config is missing {missing}; set "
+          f"model.preset or these keys"
+      )
     return cls(**fields)
 
   def num_params(self) -> int:
     """Counts parameters analytically (used by memory planning and MFU)."""
-    d, n, k, h, f = (self.d_model, self.num_heads, self.num_kv_heads,
-                     self.head_dim, self.mlp_dim)
+    d, n, k, h, f = (
+        self.d_model,
+        self.num_heads,
+        self.num_kv_heads,
+        self.head_dim,
+        self.mlp_dim,
+    )
     attn = d * n * h * 2 + d * k * h * 2
     if self.qkv_bias:
       attn += n * h + 2 * k * h
@@ -99,7 +118,8 @@ class ModelConfig:
     # Every parameter is a matmul weight except the input embedding lookup
     # (when tied, the same table is also the output head matmul).
     n_matmul = self.num_params() - (
-        0 if self.tie_embeddings else self.vocab_size * self.d_model)
+        0 if self.tie_embeddings else self.vocab_size * self.d_model
+    )
     attn = 12 * self.num_layers * self.num_heads * self.head_dim * seq_len / 2
     return 6.0 * n_matmul + attn
 
@@ -107,29 +127,83 @@ class ModelConfig:
 # Shapes only: weights come from training or `model/weights.py`.
 PRESETS: dict[str, dict[str, Any]] = {
     # ~4.5M parameters; trains on StoryWorld in minutes on 2 CPU cores.
-    "tiny": dict(vocab_size=4096, d_model=256, num_layers=4, num_heads=4,
-                 num_kv_heads=2, head_dim=64, mlp_dim=768, max_seq_len=640,
-                 rope_theta=10_000.0, rms_eps=1e-6, tie_embeddings=True),
+    "tiny": dict(
+        vocab_size=4096,
+        d_model=256,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=64,
+        mlp_dim=768,
+        max_seq_len=640,
+        rope_theta=10_000.0,
+        rms_eps=1e-6,
+        tie_embeddings=True,
+    ),
     # Smallest shapes for unit tests.
-    "test": dict(vocab_size=128, d_model=32, num_layers=2, num_heads=4,
-                 num_kv_heads=2, head_dim=8, mlp_dim=64, max_seq_len=64),
-    "smollm2_135m": dict(vocab_size=49152, d_model=576, num_layers=30,
-                         num_heads=9, num_kv_heads=3, head_dim=64,
-                         mlp_dim=1536, max_seq_len=2048, rope_theta=100_000.0,
-                         rms_eps=1e-5, tie_embeddings=True),
-    "qwen2p5_7b": dict(vocab_size=152064, d_model=3584, num_layers=28,
-                       num_heads=28, num_kv_heads=4, head_dim=128,
-                       mlp_dim=18944, max_seq_len=32768,
-                       rope_theta=1_000_000.0, rms_eps=1e-6,
-                       tie_embeddings=False, qkv_bias=True),
-    "qwen2p5_32b": dict(vocab_size=152064, d_model=5120, num_layers=64,
-                        num_heads=40, num_kv_heads=8, head_dim=128,
-                        mlp_dim=27648, max_seq_len=32768,
-                        rope_theta=1_000_000.0, rms_eps=1e-6,
-                        tie_embeddings=False, qkv_bias=True),
-    "qwen3_8b": dict(vocab_size=151936, d_model=4096, num_layers=36,
-                     num_heads=32, num_kv_heads=8, head_dim=128,
-                     mlp_dim=12288, max_seq_len=32768,
-                     rope_theta=1_000_000.0, rms_eps=1e-6,
-                     tie_embeddings=False, qk_norm=True),
+    "test": dict(
+        vocab_size=128,
+        d_model=32,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+        mlp_dim=64,
+        max_seq_len=64,
+    ),
+    "smollm2_135m": dict(
+        vocab_size=49152,
+        d_model=576,
+        num_layers=30,
+        num_heads=9,
+        num_kv_heads=3,
+        head_dim=64,
+        mlp_dim=1536,
+        max_seq_len=2048,
+        rope_theta=100_000.0,
+        rms_eps=1e-5,
+        tie_embeddings=True,
+    ),
+    "qwen2p5_7b": dict(
+        vocab_size=152064,
+        d_model=3584,
+        num_layers=28,
+        num_heads=28,
+        num_kv_heads=4,
+        head_dim=128,
+        mlp_dim=18944,
+        max_seq_len=32768,
+        rope_theta=1_000_000.0,
+        rms_eps=1e-6,
+        tie_embeddings=False,
+        qkv_bias=True,
+    ),
+    "qwen2p5_32b": dict(
+        vocab_size=152064,
+        d_model=5120,
+        num_layers=64,
+        num_heads=40,
+        num_kv_heads=8,
+        head_dim=128,
+        mlp_dim=27648,
+        max_seq_len=32768,
+        rope_theta=1_000_000.0,
+        rms_eps=1e-6,
+        tie_embeddings=False,
+        qkv_bias=True,
+    ),
+    "qwen3_8b": dict(
+        vocab_size=151936,
+        d_model=4096,
+        num_layers=36,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        mlp_dim=12288,
+        max_seq_len=32768,
+        rope_theta=1_000_000.0,
+        rms_eps=1e-6,
+        tie_embeddings=False,
+        qk_norm=True,
+    ),
 }

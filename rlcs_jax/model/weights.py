@@ -51,22 +51,37 @@ _ARCHITECTURES = {
 # Values transformers uses when a key is absent from config.json (its
 # save_pretrained may drop keys that equal the class defaults).
 _HF_DEFAULTS = {
-    "llama": dict(rms_norm_eps=1e-6, rope_theta=10_000.0,
-                  tie_word_embeddings=False, max_position_embeddings=2048,
-                  head_dim=None),
-    "qwen2": dict(rms_norm_eps=1e-6, rope_theta=10_000.0,
-                  tie_word_embeddings=False, max_position_embeddings=32768,
-                  head_dim=None),
-    "qwen3": dict(rms_norm_eps=1e-6, rope_theta=10_000.0,
-                  tie_word_embeddings=False, max_position_embeddings=32768,
-                  head_dim=128),
+    "llama": dict(
+        rms_norm_eps=1e-6,
+        rope_theta=10_000.0,
+        tie_word_embeddings=False,
+        max_position_embeddings=2048,
+        head_dim=None,
+    ),
+    "qwen2": dict(
+        rms_norm_eps=1e-6,
+        rope_theta=10_000.0,
+        tie_word_embeddings=False,
+        max_position_embeddings=32768,
+        head_dim=None,
+    ),
+    "qwen3": dict(
+        rms_norm_eps=1e-6,
+        rope_theta=10_000.0,
+        tie_word_embeddings=False,
+        max_position_embeddings=32768,
+        head_dim=128,
+    ),
 }
 # Buffers some checkpoints carry that are recomputed by our model.
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 _INDEX_FILE = "model.safetensors.index.json"
 _SINGLE_FILE = "model.safetensors"
-_TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16",
-                 "float16": "float16"}
+_TORCH_DTYPES = {
+    "float32": "float32",
+    "bfloat16": "bfloat16",
+    "float16": "float16",
+}
 
 
 # ----------------------------------------------------------------------------
@@ -82,13 +97,15 @@ def _rope_theta(hf_cfg: Mapping[str, Any], default: float) -> float:
     if rope_type not in (None, "default"):
       raise ValueError(
           f"rope scaling {rope_type!r} is not supported (only plain RoPE); "
-          f"config has rope_parameters={params} rope_scaling={scaling}")
+          f"config has rope_parameters={params} rope_scaling={scaling}"
+      )
   theta = params.get("rope_theta", hf_cfg.get("rope_theta"))
   return float(default if theta is None else theta)
 
 
-def hf_config_to_model_config(hf_cfg: Mapping[str, Any],
-                              **overrides: Any) -> ModelConfig:
+def hf_config_to_model_config(
+    hf_cfg: Mapping[str, Any], **overrides: Any
+) -> ModelConfig:
   """Maps a Hugging Face `config.json` dict to a `ModelConfig`.
 
   Args:
@@ -100,8 +117,10 @@ def hf_config_to_model_config(hf_cfg: Mapping[str, Any],
   """
   model_type = hf_cfg.get("model_type")
   if model_type not in SUPPORTED_MODEL_TYPES:
-    raise ValueError(f"unsupported model_type {model_type!r}; expected one of "
-                     f"{SUPPORTED_MODEL_TYPES}")
+    raise ValueError(
+        f"unsupported model_type {model_type!r}; expected one of "
+        f"{SUPPORTED_MODEL_TYPES}"
+    )
   defaults = _HF_DEFAULTS[model_type]
 
   def get(key):
@@ -114,8 +133,10 @@ def hf_config_to_model_config(hf_cfg: Mapping[str, Any],
   if hf_cfg.get("mlp_bias"):
     raise ValueError("mlp_bias=True is not supported")
   if model_type != "qwen2" and hf_cfg.get("attention_bias"):
-    raise ValueError(f"attention_bias=True is not supported for {model_type} "
-                     "(it also biases o_proj)")
+    raise ValueError(
+        f"attention_bias=True is not supported for {model_type} "
+        "(it also biases o_proj)"
+    )
   if hf_cfg.get("use_sliding_window"):
     raise ValueError("use_sliding_window=True is not supported")
   d, n = int(hf_cfg["hidden_size"]), int(hf_cfg["num_attention_heads"])
@@ -142,10 +163,10 @@ def hf_config_to_model_config(hf_cfg: Mapping[str, Any],
 def model_config_to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
   """Maps a `ModelConfig` to a Hugging Face `config.json` dict."""
   if cfg.qkv_bias and cfg.qk_norm:
-    raise ValueError("qkv_bias together with qk_norm has no Hugging Face "
-                     "model type")
-  model_type = ("qwen2" if cfg.qkv_bias else
-                "qwen3" if cfg.qk_norm else "llama")
+    raise ValueError(
+        "qkv_bias together with qk_norm has no Hugging Face " "model type"
+    )
+  model_type = "qwen2" if cfg.qkv_bias else "qwen3" if cfg.qk_norm else "llama"
   hf = {
       "architectures": [_ARCHITECTURES[model_type]],
       "model_type": model_type,
@@ -159,8 +180,7 @@ def model_config_to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
       "max_position_embeddings": cfg.max_seq_len,
       "rms_norm_eps": cfg.rms_eps,
       "rope_theta": cfg.rope_theta,
-      "rope_parameters": {"rope_type": "default",
-                          "rope_theta": cfg.rope_theta},
+      "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
       "tie_word_embeddings": cfg.tie_embeddings,
       "hidden_act": "silu",
       "mlp_bias": False,
@@ -196,87 +216,121 @@ class TensorSpec:
     return np.ascontiguousarray(w.reshape(self.hf_shape))
 
 
+def _linear(
+    name: str,
+    path: tuple[str, ...],
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+) -> TensorSpec:
+  """An HF Linear weight [prod(out), prod(in)]; ours is [*in, *out]."""
+  hf_shape = (int(np.prod(out_shape)), int(np.prod(in_shape)))
+  return TensorSpec(name, path, hf_shape, in_shape + out_shape, True)
+
+
+def _vector(
+    name: str, path: tuple[str, ...], shape: tuple[int, ...]
+) -> TensorSpec:
+  """A norm scale or bias: flat in HF, possibly split into heads in ours."""
+  return TensorSpec(name, path, (int(np.prod(shape)),), shape, False)
+
+
 def tensor_specs(cfg: ModelConfig) -> list[TensorSpec]:
   """Lists every checkpoint tensor of `cfg`, in checkpoint order."""
-  d, n, k, h, f, v = (cfg.d_model, cfg.num_heads, cfg.num_kv_heads,
-                      cfg.head_dim, cfg.mlp_dim, cfg.vocab_size)
-  specs = [TensorSpec("model.embed_tokens.weight", ("embed", "embedding"),
-                      (v, d), (v, d), False)]
+  d, n, k, h, f, v = (
+      cfg.d_model,
+      cfg.num_heads,
+      cfg.num_kv_heads,
+      cfg.head_dim,
+      cfg.mlp_dim,
+      cfg.vocab_size,
+  )
+  specs = [
+      TensorSpec(
+          "model.embed_tokens.weight",
+          ("embed", "embedding"),
+          (v, d),
+          (v, d),
+          False,
+      )
+  ]
   for i in range(cfg.num_layers):
     hf, ours = f"model.layers.{i}", f"layers_{i}"
     attn = f"{hf}.self_attn"
-    layer = [
-        (f"{hf}.input_layernorm.weight", (ours, "attn_norm", "scale"), (d,),
-         (d,), False),
-        (f"{attn}.q_proj.weight", (ours, "attn", "q"), (n * h, d), (d, n, h),
-         True),
-        (f"{attn}.k_proj.weight", (ours, "attn", "k"), (k * h, d), (d, k, h),
-         True),
-        (f"{attn}.v_proj.weight", (ours, "attn", "v"), (k * h, d), (d, k, h),
-         True),
-        (f"{attn}.o_proj.weight", (ours, "attn", "o"), (d, n * h), (n, h, d),
-         True),
+    specs += [
+        _vector(
+            f"{hf}.input_layernorm.weight", (ours, "attn_norm", "scale"), (d,)
+        ),
+        _linear(f"{attn}.q_proj.weight", (ours, "attn", "q"), (d,), (n, h)),
+        _linear(f"{attn}.k_proj.weight", (ours, "attn", "k"), (d,), (k, h)),
+        _linear(f"{attn}.v_proj.weight", (ours, "attn", "v"), (d,), (k, h)),
+        _linear(f"{attn}.o_proj.weight", (ours, "attn", "o"), (n, h), (d,)),
     ]
     if cfg.qkv_bias:
-      layer += [
-          (f"{attn}.q_proj.bias", (ours, "attn", "q_bias"), (n * h,), (n, h),
-           False),
-          (f"{attn}.k_proj.bias", (ours, "attn", "k_bias"), (k * h,), (k, h),
-           False),
-          (f"{attn}.v_proj.bias", (ours, "attn", "v_bias"), (k * h,), (k, h),
-           False),
+      specs += [
+          _vector(f"{attn}.q_proj.bias", (ours, "attn", "q_bias"), (n, h)),
+          _vector(f"{attn}.k_proj.bias", (ours, "attn", "k_bias"), (k, h)),
+          _vector(f"{attn}.v_proj.bias", (ours, "attn", "v_bias"), (k, h)),
       ]
     if cfg.qk_norm:
-      layer += [
-          (f"{attn}.q_norm.weight", (ours, "attn", "q_norm", "scale"), (h,),
-           (h,), False),
-          (f"{attn}.k_norm.weight", (ours, "attn", "k_norm", "scale"), (h,),
-           (h,), False),
+      specs += [
+          _vector(
+              f"{attn}.q_norm.weight", (ours, "attn", "q_norm", "scale"), (h,)
+          ),
+          _vector(
+              f"{attn}.k_norm.weight", (ours, "attn", "k_norm", "scale"), (h,)
+          ),
       ]
-    layer += [
-        (f"{hf}.post_attention_layernorm.weight", (ours, "mlp_norm", "scale"),
-         (d,), (d,), False),
-        (f"{hf}.mlp.gate_proj.weight", (ours, "mlp", "gate"), (f, d), (d, f),
-         True),
-        (f"{hf}.mlp.up_proj.weight", (ours, "mlp", "up"), (f, d), (d, f),
-         True),
-        (f"{hf}.mlp.down_proj.weight", (ours, "mlp", "down"), (d, f), (f, d),
-         True),
+    specs += [
+        _vector(
+            f"{hf}.post_attention_layernorm.weight",
+            (ours, "mlp_norm", "scale"),
+            (d,),
+        ),
+        _linear(
+            f"{hf}.mlp.gate_proj.weight", (ours, "mlp", "gate"), (d,), (f,)
+        ),
+        _linear(f"{hf}.mlp.up_proj.weight", (ours, "mlp", "up"), (d,), (f,)),
+        _linear(
+            f"{hf}.mlp.down_proj.weight", (ours, "mlp", "down"), (f,), (d,)
+        ),
     ]
-    specs += [TensorSpec(*args) for args in layer]
-  specs.append(TensorSpec("model.norm.weight", ("final_norm", "scale"), (d,),
-                          (d,), False))
+  specs.append(_vector("model.norm.weight", ("final_norm", "scale"), (d,)))
   if not cfg.tie_embeddings:
-    specs.append(TensorSpec("lm_head.weight", ("lm_head", "kernel"), (v, d),
-                            (d, v), True))
+    specs.append(_linear("lm_head.weight", ("lm_head", "kernel"), (d,), (v,)))
   return specs
 
 
 def abstract_params(cfg: ModelConfig) -> Params:
   """Shapes/dtypes of `Transformer(cfg)` params, boxed with logical names."""
   tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-  return jax.eval_shape(transformer.Transformer(cfg).init,
-                        jax.random.key(0), tokens)["params"]
+  return jax.eval_shape(
+      transformer.Transformer(cfg).init, jax.random.key(0), tokens
+  )["params"]
 
 
-def param_shardings(cfg: ModelConfig, mesh: jax.sharding.Mesh,
-                    rules: LogicalRules) -> Params:
+def param_shardings(
+    cfg: ModelConfig, mesh: jax.sharding.Mesh, rules: LogicalRules
+) -> Params:
   """NamedShardings of the params from their logical names and `rules`."""
   specs = nn.get_partition_spec(abstract_params(cfg))
   return nn.logical_to_mesh_sharding(specs, mesh, tuple(rules))
 
 
-def _check_against_model(specs: Sequence[TensorSpec], cfg: ModelConfig):
+def check_against_model(specs: Sequence[TensorSpec], cfg: ModelConfig):
   """Fails loudly if the specs and `Transformer`'s parameters ever drift."""
   expected = {
       tuple(k.key for k in path): tuple(leaf.shape)
       for path, leaf in jax.tree_util.tree_leaves_with_path(
-          nn.unbox(abstract_params(cfg)))}
+          nn.unbox(abstract_params(cfg))
+      )
+  }
   ours = {s.path: s.shape for s in specs}
   if ours != expected:
-    raise AssertionError(f"weights.tensor_specs out of sync with Transformer:"
-                         f" specs={sorted(ours.items())} "
-                         f"model={sorted(expected.items())}")
+    raise AssertionError(
+        f"weights.tensor_specs out of sync with Transformer:"
+        f" specs={sorted(ours.items())} "
+        f"model={sorted(expected.items())}"
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -295,8 +349,9 @@ def _get(tree: Mapping, path: Sequence[str]) -> Any:
   return tree
 
 
-def place(host: np.ndarray, sharding: jax.sharding.Sharding | None
-          ) -> jax.Array:
+def place(
+    host: np.ndarray, sharding: jax.sharding.Sharding | None
+) -> jax.Array:
   """Puts a host array on devices; with a sharding, each device gets its slice.
 
   `make_array_from_callback` only asks for the slices this process's devices
@@ -304,13 +359,17 @@ def place(host: np.ndarray, sharding: jax.sharding.Sharding | None
   """
   if sharding is None:
     return jnp.asarray(host)
-  return jax.make_array_from_callback(host.shape, sharding,
-                                      lambda index: host[index])
+  return jax.make_array_from_callback(
+      host.shape, sharding, lambda index: host[index]
+  )
 
 
-def resolve_shardings(cfg: ModelConfig, shardings: ShardingsArg,
-                      mesh: jax.sharding.Mesh | None,
-                      rules: LogicalRules | None) -> Params | None:
+def resolve_shardings(
+    cfg: ModelConfig,
+    shardings: ShardingsArg,
+    mesh: jax.sharding.Mesh | None,
+    rules: LogicalRules | None,
+) -> Params | None:
   """The params' shardings from the loaders' shardings/mesh/rules arguments."""
   if shardings is not None and mesh is not None:
     raise ValueError("pass either shardings or mesh (+ rules), not both")
@@ -323,23 +382,35 @@ def resolve_shardings(cfg: ModelConfig, shardings: ShardingsArg,
   return shardings
 
 
-def check_tensor_names(found: Sequence[str], specs: Sequence[TensorSpec],
-                       source: str, ignored: Sequence[str] = ()):
+def check_tensor_names(
+    found: Sequence[str],
+    specs: Sequence[TensorSpec],
+    source: str,
+    ignored: Sequence[str] = (),
+):
   """Raises ValueError naming missing and unexpected tensors."""
   expected = {s.hf_name for s in specs}
-  found_set = {name for name in found
-               if not name.endswith(_IGNORED_SUFFIXES) and name not in ignored}
+  found_set = {
+      name
+      for name in found
+      if not name.endswith(_IGNORED_SUFFIXES) and name not in ignored
+  }
   missing = sorted(expected - found_set)
   unexpected = sorted(found_set - expected)
   if missing or unexpected:
-    raise ValueError(f"{source}: missing tensors {missing}; unexpected "
-                     f"tensors {unexpected}")
+    raise ValueError(
+        f"{source}: missing tensors {missing}; unexpected "
+        f"tensors {unexpected}"
+    )
 
 
 def params_from_host_tensors(
-    cfg: ModelConfig, specs: Sequence[TensorSpec],
-    read: Callable[[TensorSpec], np.ndarray], shardings: Params | None,
-    source: str) -> Params:
+    cfg: ModelConfig,
+    specs: Sequence[TensorSpec],
+    read: Callable[[TensorSpec], np.ndarray],
+    shardings: Params | None,
+    source: str,
+) -> Params:
   """Builds params tensor by tensor from Hugging Face-layout host arrays.
 
   Args:
@@ -349,14 +420,16 @@ def params_from_host_tensors(
     shardings: pytree of shardings matching the params, or None.
     source: file name for error messages.
   """
-  _check_against_model(specs, cfg)
+  check_against_model(specs, cfg)
   dtype = np.dtype(dtype_of(cfg.param_dtype))
   params: Params = {}
   for spec in specs:
     w = read(spec)
     if tuple(w.shape) != spec.hf_shape:
-      raise ValueError(f"{source}: tensor {spec.hf_name} has shape "
-                       f"{tuple(w.shape)}, expected {spec.hf_shape}")
+      raise ValueError(
+          f"{source}: tensor {spec.hf_name} has shape "
+          f"{tuple(w.shape)}, expected {spec.hf_shape}"
+      )
     host = spec.to_ours(np.asarray(w)).astype(dtype, copy=False)
     sharding = None if shardings is None else _get(shardings, spec.path)
     _set(params, spec.path, place(host, sharding))
@@ -388,11 +461,15 @@ def read_hf_config(path: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def load_hf_checkpoint(path: str, *, param_dtype: str = "float32",
-                       shardings: ShardingsArg = None,
-                       mesh: jax.sharding.Mesh | None = None,
-                       rules: LogicalRules | None = None,
-                       **overrides: Any) -> tuple[ModelConfig, Params]:
+def load_hf_checkpoint(
+    path: str,
+    *,
+    param_dtype: str = "float32",
+    shardings: ShardingsArg = None,
+    mesh: jax.sharding.Mesh | None = None,
+    rules: LogicalRules | None = None,
+    **overrides: Any,
+) -> tuple[ModelConfig, Params]:
   """Loads a Llama / Qwen2 / Qwen3 safetensors checkpoint directory.
 
   Args:
@@ -413,8 +490,9 @@ def load_hf_checkpoint(path: str, *, param_dtype: str = "float32",
     ValueError: unsupported config, missing/unexpected tensors, or a tensor
       whose shape does not match the config.
   """
-  cfg = hf_config_to_model_config(read_hf_config(path),
-                                  param_dtype=param_dtype, **overrides)
+  cfg = hf_config_to_model_config(
+      read_hf_config(path), param_dtype=param_dtype, **overrides
+  )
   specs = tensor_specs(cfg)
   target = resolve_shardings(cfg, shardings, mesh, rules)
   with contextlib.ExitStack() as stack:
@@ -431,8 +509,10 @@ def load_hf_checkpoint(path: str, *, param_dtype: str = "float32",
       handle = where[spec.hf_name]
       shape = tuple(handle.get_slice(spec.hf_name).get_shape())
       if shape != spec.hf_shape:  # Checked before reading the data.
-        raise ValueError(f"{path}: tensor {spec.hf_name} has shape {shape}, "
-                         f"expected {spec.hf_shape}")
+        raise ValueError(
+            f"{path}: tensor {spec.hf_name} has shape {shape}, "
+            f"expected {spec.hf_shape}"
+        )
       return handle.get_tensor(spec.hf_name)
 
     params = params_from_host_tensors(cfg, specs, read, target, path)
@@ -450,8 +530,13 @@ def _to_host(x: Any) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
-def save_hf_checkpoint(params: Params, cfg: ModelConfig, out_dir: str, *,
-                       max_shard_bytes: int = 2**31) -> list[str]:
+def save_hf_checkpoint(
+    params: Params,
+    cfg: ModelConfig,
+    out_dir: str,
+    *,
+    max_shard_bytes: int = 2**31,
+) -> list[str]:
   """Writes config.json and safetensors shards that transformers can load.
 
   Parameters are gathered to the host one at a time and written in their own
@@ -465,6 +550,7 @@ def save_hf_checkpoint(params: Params, cfg: ModelConfig, out_dir: str, *,
     The written safetensors file paths.
   """
   specs = tensor_specs(cfg)
+  params = nn.unbox(params)  # Accept params still boxed with axis names.
   writer = jax.process_index() == 0
   if writer:
     os.makedirs(out_dir, exist_ok=True)
@@ -494,22 +580,34 @@ def save_hf_checkpoint(params: Params, cfg: ModelConfig, out_dir: str, *,
   flush()
 
   n = len(shards)
-  names = ([_SINGLE_FILE] if n == 1 else
-           [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
+  names = (
+      [_SINGLE_FILE]
+      if n == 1
+      else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+  )
   files = [os.path.join(out_dir, name) for name in names]
   if writer:
+    # Shards of an earlier save into the same directory would otherwise be
+    # picked up by a loader that globs *.safetensors.
+    for old in glob.glob(os.path.join(out_dir, "model*.safetensors")):
+      if old not in files:
+        os.remove(old)
     for temp, final in zip(temp_files, files):
       os.replace(temp, final)
-    stale_index = os.path.join(out_dir, _INDEX_FILE)
+    index_file = os.path.join(out_dir, _INDEX_FILE)
     if n > 1:
-      index = {"metadata": {"total_size": total_bytes},
-               "weight_map": {tensor: name
-                              for name, tensors in zip(names, shards)
-                              for tensor in tensors}}
-      with open(stale_index, "w") as f:
+      index = {
+          "metadata": {"total_size": total_bytes},
+          "weight_map": {
+              tensor: name
+              for name, tensors in zip(names, shards)
+              for tensor in tensors
+          },
+      }
+      with open(index_file, "w") as f:
         json.dump(index, f, indent=2)
-    elif os.path.exists(stale_index):
-      os.remove(stale_index)
+    elif os.path.exists(index_file):
+      os.remove(index_file)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
       json.dump(model_config_to_hf_config(cfg), f, indent=2)
   return files
@@ -535,6 +633,7 @@ def _load_hf(path: str, **kwargs: Any) -> Pretrained:
 def _load_gguf(path: str, **kwargs: Any) -> Pretrained:
   # Imported here: gguf_import builds on this module.
   from rlcs_jax.model import gguf_import  # pylint: disable=g-import-not-at-top
+
   return Pretrained(*gguf_import.load_gguf(path, **kwargs))
 
 
@@ -553,6 +652,8 @@ def load_pretrained(kind: str, path: str, **kwargs: Any) -> Pretrained:
   try:
     loader = PRETRAINED_LOADERS[kind]
   except KeyError:
-    raise ValueError(f"unknown pretrained kind {kind!r}; expected one of "
-                     f"{sorted(PRETRAINED_LOADERS)}") from None
+    raise ValueError(
+        f"unknown pretrained kind {kind!r}; expected one of "
+        f"{sorted(PRETRAINED_LOADERS)}"
+    ) from None
   return loader(path, **kwargs)

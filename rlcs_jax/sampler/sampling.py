@@ -46,8 +46,9 @@ class SamplingConfig:
 
   def __post_init__(self):
     if self.max_new_tokens <= 0:
-      raise ValueError(f"max_new_tokens must be positive, got "
-                       f"{self.max_new_tokens}")
+      raise ValueError(
+          f"max_new_tokens must be positive, got " f"{self.max_new_tokens}"
+      )
     if not self.greedy and self.temperature <= 0:
       raise ValueError("temperature must be > 0 unless greedy=True")
     if not 0.0 < self.top_p <= 1.0:
@@ -55,10 +56,12 @@ class SamplingConfig:
     if self.top_k < 0:
       raise ValueError(f"top_k must be >= 0, got {self.top_k}")
     if self.padding not in ("left", "right"):
-      raise ValueError(f"padding must be 'left' or 'right', got "
-                       f"{self.padding!r}")
+      raise ValueError(
+          f"padding must be 'left' or 'right', got " f"{self.padding!r}"
+      )
     if not self.prompt_buckets or list(self.prompt_buckets) != sorted(
-        self.prompt_buckets):
+        self.prompt_buckets
+    ):
       raise ValueError("prompt_buckets must be a non-empty increasing tuple")
 
 
@@ -92,8 +95,9 @@ def bucket_length(n: int, buckets: Sequence[int]) -> int:
   return -(-n // top) * top
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]], length: int, pad_id: int,
-                side: str) -> tuple[np.ndarray, np.ndarray]:
+def pad_prompts(
+    prompts: Sequence[Sequence[int]], length: int, pad_id: int, side: str
+) -> tuple[np.ndarray, np.ndarray]:
   """Pads token lists to [B, length]; returns (tokens, valid)."""
   tokens = np.full((len(prompts), length), pad_id, np.int32)
   valid = np.zeros((len(prompts), length), bool)
@@ -121,14 +125,16 @@ def _filter_logits(logits_BV: Array, cfg: SamplingConfig) -> Array:
     # Keep the smallest prefix whose mass reaches top_p (always >= 1 token).
     exclusive = jnp.cumsum(probs, axis=-1) - probs
     keep = exclusive < cfg.top_p
-    cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1,
-                     keepdims=True)
+    cutoff = jnp.min(
+        jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True
+    )
     logits = jnp.where(logits < cutoff, neg, logits)
   return logits
 
 
-def _choose(logits_BV: Array, rng: Array,
-            cfg: SamplingConfig) -> tuple[Array, Array]:
+def _choose(
+    logits_BV: Array, rng: Array, cfg: SamplingConfig
+) -> tuple[Array, Array]:
   """Picks the next token; returns (token_B, logprob_B)."""
   if cfg.greedy:
     token = jnp.argmax(logits_BV, axis=-1)
@@ -136,29 +142,41 @@ def _choose(logits_BV: Array, rng: Array,
   else:
     token = jax.random.categorical(rng, _filter_logits(logits_BV, cfg))
     logp = jax.nn.log_softmax(
-        logits_BV.astype(jnp.float32) / cfg.temperature, axis=-1)
+        logits_BV.astype(jnp.float32) / cfg.temperature, axis=-1
+    )
   token = token.astype(jnp.int32)
   return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "cache_len"))
-def prefill(params, tokens_BP: Array, valid_BP: Array, *,
-            model_cfg: ModelConfig, cache_len: int):
+def prefill(
+    params,
+    tokens_BP: Array,
+    valid_BP: Array,
+    *,
+    model_cfg: ModelConfig,
+    cache_len: int,
+):
   """Runs the prompt through the model; returns (next-token logits, cache)."""
   b, p = tokens_BP.shape
   cache = init_cache(model_cfg, b, cache_len)
   logits_BPV, cache = Transformer(model_cfg).apply(
-      {"params": params}, tokens_BP, valid_BL=valid_BP, cache=cache)
+      {"params": params}, tokens_BP, valid_BL=valid_BP, cache=cache
+  )
   # Logits at each row's last valid prompt token (left or right padding).
   last = p - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
-  return jnp.take_along_axis(logits_BPV, last[:, None, None], axis=1)[:,
-                                                                      0], cache
+  return (
+      jnp.take_along_axis(logits_BPV, last[:, None, None], axis=1)[:, 0],
+      cache,
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "cfg"),
-                   donate_argnames=("state",))
-def decode(params, state: DecodeState, *, model_cfg: ModelConfig,
-           cfg: SamplingConfig) -> DecodeState:
+@functools.partial(
+    jax.jit, static_argnames=("model_cfg", "cfg"), donate_argnames=("state",)
+)
+def decode(
+    params, state: DecodeState, *, model_cfg: ModelConfig, cfg: SamplingConfig
+) -> DecodeState:
   """Samples until every row stopped or `max_new_tokens` were produced."""
   stop_ids = jnp.asarray(cfg.stop_ids or (-1,), jnp.int32)
   model = Transformer(model_cfg)
@@ -171,23 +189,42 @@ def decode(params, state: DecodeState, *, model_cfg: ModelConfig,
     token, logp = _choose(s.logits_BV, key, cfg)
     token = jnp.where(s.done_B, cfg.pad_id, token)
     logp = jnp.where(s.done_B, 0.0, logp)
-    tokens = jax.lax.dynamic_update_slice(s.tokens_BT, token[:, None],
-                                          (0, s.step))
-    logprobs = jax.lax.dynamic_update_slice(s.logprobs_BT, logp[:, None],
-                                            (0, s.step))
+    tokens = jax.lax.dynamic_update_slice(
+        s.tokens_BT, token[:, None], (0, s.step)
+    )
+    logprobs = jax.lax.dynamic_update_slice(
+        s.logprobs_BT, logp[:, None], (0, s.step)
+    )
     valid = ~s.done_B
     done = s.done_B | jnp.any(token[:, None] == stop_ids[None, :], axis=-1)
-    logits, cache = model.apply({"params": params}, token[:, None],
-                                valid_BL=valid[:, None], cache=s.cache)
-    return DecodeState(step=s.step + 1, cache=cache, logits_BV=logits[:, 0],
-                       tokens_BT=tokens, logprobs_BT=logprobs, done_B=done,
-                       rng=rng)
+    logits, cache = model.apply(
+        {"params": params},
+        token[:, None],
+        valid_BL=valid[:, None],
+        cache=s.cache,
+    )
+    return DecodeState(
+        step=s.step + 1,
+        cache=cache,
+        logits_BV=logits[:, 0],
+        tokens_BT=tokens,
+        logprobs_BT=logprobs,
+        done_B=done,
+        rng=rng,
+    )
 
   return jax.lax.while_loop(cond, body, state)
 
 
-def generate_arrays(params, tokens_BP: Array, valid_BP: Array, rng: Array, *,
-                    model_cfg: ModelConfig, cfg: SamplingConfig):
+def generate_arrays(
+    params,
+    tokens_BP: Array,
+    valid_BP: Array,
+    rng: Array,
+    *,
+    model_cfg: ModelConfig,
+    cfg: SamplingConfig,
+):
   """Device-side generation on padded arrays; returns device arrays.
 
   Returns (tokens_BT, logprobs_BT, lengths_B, truncated_B). Usable inside a
@@ -199,15 +236,21 @@ def generate_arrays(params, tokens_BP: Array, valid_BP: Array, rng: Array, *,
     raise ValueError(
         f"prompt bucket {p} + max_new_tokens {cfg.max_new_tokens} = "
         f"{cache_len} exceeds model.max_seq_len={model_cfg.max_seq_len}; "
-        "shorten the prompts or lower sampler.max_new_tokens")
-  logits, cache = prefill(params, tokens_BP, valid_BP, model_cfg=model_cfg,
-                          cache_len=cache_len)
+        "shorten the prompts or lower sampler.max_new_tokens"
+    )
+  logits, cache = prefill(
+      params, tokens_BP, valid_BP, model_cfg=model_cfg, cache_len=cache_len
+  )
   t = cfg.max_new_tokens
   state = DecodeState(
-      step=jnp.zeros((), jnp.int32), cache=cache, logits_BV=logits,
+      step=jnp.zeros((), jnp.int32),
+      cache=cache,
+      logits_BV=logits,
       tokens_BT=jnp.full((b, t), cfg.pad_id, jnp.int32),
       logprobs_BT=jnp.zeros((b, t), jnp.float32),
-      done_B=jnp.zeros((b,), bool), rng=rng)
+      done_B=jnp.zeros((b,), bool),
+      rng=rng,
+  )
   state = decode(params, state, model_cfg=model_cfg, cfg=cfg)
   return _summarise(state.tokens_BT, state.logprobs_BT, cfg)
 
@@ -216,15 +259,21 @@ def _summarise(tokens_BT: Array, logprobs_BT: Array, cfg: SamplingConfig):
   stop_ids = jnp.asarray(cfg.stop_ids or (-1,), jnp.int32)
   is_stop = jnp.any(tokens_BT[..., None] == stop_ids, axis=-1)
   stopped = jnp.any(is_stop, axis=1)
-  lengths = jnp.where(stopped, jnp.argmax(is_stop, axis=1) + 1,
-                      cfg.max_new_tokens).astype(jnp.int32)
+  lengths = jnp.where(
+      stopped, jnp.argmax(is_stop, axis=1) + 1, cfg.max_new_tokens
+  ).astype(jnp.int32)
   return tokens_BT, logprobs_BT, lengths, ~stopped
 
 
-def generate(params, model_cfg: ModelConfig, prompts: Sequence[Sequence[int]],
-             cfg: SamplingConfig, rng: Array, *,
-             batch_sharding: jax.sharding.Sharding | None = None
-            ) -> SampleOutput:
+def generate(
+    params,
+    model_cfg: ModelConfig,
+    prompts: Sequence[Sequence[int]],
+    cfg: SamplingConfig,
+    rng: Array,
+    *,
+    batch_sharding: jax.sharding.Sharding | None = None,
+) -> SampleOutput:
   """Samples continuations for token-id prompts (host lists in, numpy out)."""
   length = bucket_length(max(len(p) for p in prompts), cfg.prompt_buckets)
   tokens, valid = pad_prompts(prompts, length, cfg.pad_id, cfg.padding)
@@ -232,9 +281,12 @@ def generate(params, model_cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     tokens = jax.device_put(tokens, batch_sharding)
     valid = jax.device_put(valid, batch_sharding)
   out_tokens, logprobs, lengths, truncated = generate_arrays(
-      params, tokens, valid, rng, model_cfg=model_cfg, cfg=cfg)
-  return SampleOutput(tokens=np.asarray(out_tokens),
-                      logprobs=np.asarray(logprobs),
-                      lengths=np.asarray(lengths),
-                      truncated=np.asarray(truncated),
-                      prompt_lengths=np.asarray([len(p) for p in prompts]))
+      params, tokens, valid, rng, model_cfg=model_cfg, cfg=cfg
+  )
+  return SampleOutput(
+      tokens=np.asarray(out_tokens),
+      logprobs=np.asarray(logprobs),
+      lengths=np.asarray(lengths),
+      truncated=np.asarray(truncated),
+      prompt_lengths=np.asarray([len(p) for p in prompts]),
+  )

@@ -23,10 +23,15 @@ from rlcs_jax.model.config import ModelConfig
 
 # Data kind of each split name.
 SPLIT_KINDS = {
-    "sft_train": "sft", "sft_eval": "sft", "sft_constraints": "sft",
-    "pairs_train": "pairs", "pairs_eval": "pairs",
-    "contexts_train": "contexts", "contexts_eval": "contexts",
-    "constraints_train": "ifeval", "constraints_eval": "ifeval",
+    "sft_train": "sft",
+    "sft_eval": "sft",
+    "sft_constraints": "sft",
+    "pairs_train": "pairs",
+    "pairs_eval": "pairs",
+    "contexts_train": "contexts",
+    "contexts_eval": "contexts",
+    "constraints_train": "ifeval",
+    "constraints_eval": "ifeval",
 }
 
 
@@ -40,8 +45,9 @@ def rules(config: ml_collections.ConfigDict):
   return tuple(tuple(r) for r in config.sharding_rules)
 
 
-def data_files(config: ml_collections.ConfigDict,
-               workdir: str) -> dict[str, str]:
+def data_files(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, str]:
   """Split name -> JSONL path (StoryWorld written once, or the user's)."""
   if config.data.source == "jsonl":
     files = {k: v for k, v in config.data.files.items() if v}
@@ -52,9 +58,12 @@ def data_files(config: ml_collections.ConfigDict,
         raise FileNotFoundError(f"data.files.{split}: {path} does not exist")
     return files
   if config.data.source != "storyworld":
-    raise ValueError(f"data.source must be storyworld or jsonl, got "
-                     f"{config.data.source!r}")
+    raise ValueError(
+        f"data.source must be storyworld or jsonl, got "
+        f"{config.data.source!r}"
+    )
   from rlcs_jax.data import storyworld_splits  # Generator: only when used.
+
   out_dir = os.path.join(workdir, "data", "storyworld")
   sw = dict(config.data.storyworld)
   seed = sw.pop("seed")
@@ -65,7 +74,8 @@ def data_files(config: ml_collections.ConfigDict,
     with open(manifest) as f:
       have = json.load(f)
     if have.get("spec") == want and all(
-        os.path.exists(p) for p in have["files"].values()):
+        os.path.exists(p) for p in have["files"].values()
+    ):
       return have["files"]
   if jax.process_index() == 0:
     files = storyworld_splits.write_storyworld(out_dir, seed=seed, sizes=sizes)
@@ -81,36 +91,51 @@ def data_files(config: ml_collections.ConfigDict,
 def _sync(name: str):
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(name)
 
 
-def load_tokenizer(config: ml_collections.ConfigDict, workdir: str,
-                   files: dict[str, str]) -> tokenizer_lib.Tokenizer:
+def load_tokenizer(
+    config: ml_collections.ConfigDict, workdir: str, files: dict[str, str]
+) -> tokenizer_lib.Tokenizer:
   """Loads `tokenizer.path`, or trains a SentencePiece model on the data."""
   tc = config.tokenizer
   if tc.kind == "gguf":
     from rlcs_jax import bpe_tokenizer  # Only for pretrained GGUF models.
+
     return bpe_tokenizer.from_gguf(tc.path or config.init.path)
   if tc.kind != "sentencepiece":
-    raise ValueError(f"tokenizer.kind must be sentencepiece or gguf, got "
-                     f"{tc.kind!r}")
+    raise ValueError(
+        f"tokenizer.kind must be sentencepiece or gguf, got " f"{tc.kind!r}"
+    )
   if tc.path:
     return tokenizer_lib.SentencePieceTokenizer(tc.path)
   prefix = os.path.join(workdir, "tokenizer", "sp")
   if not os.path.exists(prefix + ".model") and jax.process_index() == 0:
     texts = list(_tokenizer_texts(files, tc.max_train_texts, config.seed))
-    logging.info("training a %d-piece SentencePiece model on %d texts",
-                 tc.vocab_size, len(texts))
-    tokenizer_lib.train_sentencepiece(texts, prefix + ".tmp",
-                                      vocab_size=tc.vocab_size)
+    logging.info(
+        "training a %d-piece SentencePiece model on %d texts",
+        tc.vocab_size,
+        len(texts),
+    )
+    tokenizer_lib.train_sentencepiece(
+        texts, prefix + ".tmp", vocab_size=tc.vocab_size
+    )
     for ext in (".model", ".vocab"):
       os.replace(prefix + ".tmp" + ext, prefix + ext)
   _sync("tokenizer")
   return tokenizer_lib.SentencePieceTokenizer(prefix + ".model")
 
 
-_TEXT_FIELDS = ("prompt", "response", "response_1", "response_2", "teacher_12",
-                "teacher_21", "reference")
+_TEXT_FIELDS = (
+    "prompt",
+    "response",
+    "response_1",
+    "response_2",
+    "teacher_12",
+    "teacher_21",
+    "reference",
+)
 
 
 def _tokenizer_texts(files: dict[str, str], limit: int, seed: int):
@@ -125,16 +150,19 @@ def _tokenizer_texts(files: dict[str, str], limit: int, seed: int):
   return texts[:limit] + [tokenizer_lib.PLAIN_RESPONSE_MARKER]
 
 
-def model_config(config: ml_collections.ConfigDict,
-                 tokenizer: tokenizer_lib.Tokenizer | None) -> ModelConfig:
+def model_config(
+    config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer | None
+) -> ModelConfig:
   """Model config from the preset, overrides and the tokenizer's vocab."""
   overrides = {}
   if tokenizer is not None and config.model.vocab_size is None:
     overrides["vocab_size"] = tokenizer.vocab_size
   cfg = ModelConfig.from_config(config.model, **overrides)
   if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
-    raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces but "
-                     f"model.vocab_size={cfg.vocab_size}")
+    raise ValueError(
+        f"tokenizer has {tokenizer.vocab_size} pieces but "
+        f"model.vocab_size={cfg.vocab_size}"
+    )
   return cfg
 
 
@@ -153,22 +181,35 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def pretrained_params(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
-                      mesh) -> Any:
+def pretrained_params(
+    config: ml_collections.ConfigDict, model_cfg: ModelConfig, mesh
+) -> Any:
   """Initial weights from `config.init`, placed on their shardings; or None."""
   if not config.init.kind:
     return None
   from rlcs_jax.model import weights  # Only when a checkpoint is used.
   from rlcs_jax.trainers import state as state_lib
+
   shardings = state_lib.param_shardings(model_cfg, mesh, rules(config))
   loaded_cfg, params = weights.load_pretrained(
-      config.init.kind, config.init.path, param_dtype=model_cfg.param_dtype,
-      shardings=shardings)
-  for field in ("vocab_size", "d_model", "num_layers", "num_heads",
-                "num_kv_heads", "head_dim", "mlp_dim"):
+      config.init.kind,
+      config.init.path,
+      param_dtype=model_cfg.param_dtype,
+      shardings=shardings,
+  )
+  for field in (
+      "vocab_size",
+      "d_model",
+      "num_layers",
+      "num_heads",
+      "num_kv_heads",
+      "head_dim",
+      "mlp_dim",
+  ):
     if getattr(loaded_cfg, field) != getattr(model_cfg, field):
       raise ValueError(
           f"init.path={config.init.path}: checkpoint has {field}="
           f"{getattr(loaded_cfg, field)} but the config has "
-          f"{getattr(model_cfg, field)}; set model.preset to match")
+          f"{getattr(model_cfg, field)}; set model.preset to match"
+      )
   return params

@@ -33,29 +33,36 @@ from rlcs_jax.tokenizer import Tokenizer
 from rlcs_jax.trainers import state as state_lib
 
 
-def nll_sums(params: Any, model_cfg: ModelConfig,
-             batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+def nll_sums(
+    params: Any, model_cfg: ModelConfig, batch: dict[str, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
   """Sum of response-token NLL and the number of response tokens."""
   tokens = batch["tokens"]
   logits, _ = Transformer(model_cfg).apply(
-      {"params": params}, tokens[:, :-1], valid_BL=batch["valid"][:, :-1])
+      {"params": params}, tokens[:, :-1], valid_BL=batch["valid"][:, :-1]
+  )
   logp = logprobs_lib.token_logprobs(logits, tokens[:, 1:])
   mask = batch["loss_mask"][:, :-1]
   return -jnp.sum(logp * mask), jnp.sum(mask)
 
 
-def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation,
-                    grad_accum: int) -> Callable:
+def make_train_step(
+    model_cfg: ModelConfig, tx: optax.GradientTransformation, grad_accum: int
+) -> Callable:
   """Returns step(state, batch) -> (state, metrics); not yet jitted."""
 
   def step(state: state_lib.TrainState, batch):
     def micro(b):
       return jax.tree.map(
-          lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum,
-                              *x.shape[1:]), b)
+          lambda x: x.reshape(
+              grad_accum, x.shape[0] // grad_accum, *x.shape[1:]
+          ),
+          b,
+      )
 
     grad_fn = jax.value_and_grad(
-        lambda p, b: nll_sums(p, model_cfg, b), has_aux=True)
+        lambda p, b: nll_sums(p, model_cfg, b), has_aux=True
+    )
 
     def body(carry, b):
       grads, loss_sum, count = carry
@@ -64,49 +71,73 @@ def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation,
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     (grads, loss_sum, count), _ = jax.lax.scan(
-        body, (zeros, jnp.zeros(()), jnp.zeros(())), micro(batch))
+        body, (zeros, jnp.zeros(()), jnp.zeros(())), micro(batch)
+    )
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss_sum / denom, "tokens": count,
-               "grad_norm": optax.global_norm(grads)}
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state), metrics
+    metrics = {
+        "loss": loss_sum / denom,
+        "tokens": count,
+        "grad_norm": optax.global_norm(grads),
+    }
+    return (
+        state.replace(step=state.step + 1, params=params, opt_state=opt_state),
+        metrics,
+    )
 
   return step
 
 
 def jit_train_step(step_fn, shardings: state_lib.TrainState, mesh):
-  batch_sh = {k: shd.batch_sharding(mesh) for k in
-              ("tokens", "valid", "loss_mask")}
-  return jax.jit(step_fn, in_shardings=(shardings, batch_sh),
-                 out_shardings=(shardings, shd.replicated(mesh)),
-                 donate_argnames=("state",))
+  batch_sh = {
+      k: shd.batch_sharding(mesh) for k in ("tokens", "valid", "loss_mask")
+  }
+  return jax.jit(
+      step_fn,
+      in_shardings=(shardings, batch_sh),
+      out_shardings=(shardings, shd.replicated(mesh)),
+      donate_argnames=("state",),
+  )
 
 
 def jit_eval_step(model_cfg: ModelConfig, params_sharding, mesh):
-  batch_sh = {k: shd.batch_sharding(mesh) for k in
-              ("tokens", "valid", "loss_mask")}
-  return jax.jit(lambda p, b: nll_sums(p, model_cfg, b),
-                 in_shardings=(params_sharding, batch_sh),
-                 out_shardings=shd.replicated(mesh))
+  batch_sh = {
+      k: shd.batch_sharding(mesh) for k in ("tokens", "valid", "loss_mask")
+  }
+  return jax.jit(
+      lambda p, b: nll_sums(p, model_cfg, b),
+      in_shardings=(params_sharding, batch_sh),
+      out_shardings=shd.replicated(mesh),
+  )
 
 
 def _per_process(global_batch: int, mesh) -> int:
   div = shd.batch_divisor(mesh)
   if global_batch % div:
-    raise ValueError(f"batch size {global_batch} must be a multiple of the "
-                     f"mesh's data*fsdp = {div}")
+    raise ValueError(
+        f"batch size {global_batch} must be a multiple of the "
+        f"mesh's data*fsdp = {div}"
+    )
   return global_batch // jax.process_count()
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, stage: str,
-          model_cfg: ModelConfig, tokenizer: Tokenizer, mesh,
-          train_source, eval_source=None, init_params: Any = None,
-          section: ml_collections.ConfigDict | None = None,
-          sample_prompts: list[str] | None = None,
-          stop: preemption.StopRequest | None = None) -> Any:
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    stage: str,
+    model_cfg: ModelConfig,
+    tokenizer: Tokenizer,
+    mesh,
+    train_source,
+    eval_source=None,
+    init_params: Any = None,
+    section: ml_collections.ConfigDict | None = None,
+    sample_prompts: list[str] | None = None,
+    stop: preemption.StopRequest | None = None,
+) -> Any:
   """Runs (or resumes) SFT; returns the final parameters.
 
   Args:
@@ -122,24 +153,35 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stage: str,
   sc = section or config.sft
   rules = tuple(tuple(r) for r in config.sharding_rules)
   if sc.batch_size % sc.grad_accum:
-    raise ValueError(f"{stage}: batch_size={sc.batch_size} must be a multiple"
-                     f" of grad_accum={sc.grad_accum}")
+    raise ValueError(
+        f"{stage}: batch_size={sc.batch_size} must be a multiple"
+        f" of grad_accum={sc.grad_accum}"
+    )
   stage_dir = os.path.join(workdir, stage)
   tx = state_lib.make_optimizer(
-      state_lib.OptimConfig.from_config(config.optim, sc.steps))
+      state_lib.OptimConfig.from_config(config.optim, sc.steps)
+  )
   params_sh = state_lib.param_shardings(model_cfg, mesh, rules)
   shardings = state_lib.state_shardings(
-      params_sh, tx, state_lib.abstract_params(model_cfg), mesh)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(stage_dir, "checkpoints"),
-                               max_to_keep=config.ckpt.max_to_keep)
+      params_sh, tx, state_lib.abstract_params(model_cfg), mesh
+  )
+  ckpt = ckpt_lib.Checkpointer(
+      os.path.join(stage_dir, "checkpoints"),
+      max_to_keep=config.ckpt.max_to_keep,
+  )
   meta = ckpt_lib.model_meta(model_cfg)
 
-  featurize = pipeline.SftFeaturizer(tokenizer, config.data.seq_len,
-                                     source_name=stage)
+  featurize = pipeline.SftFeaturizer(
+      tokenizer, config.data.seq_len, source_name=stage
+  )
   local_batch = _per_process(sc.batch_size, mesh)
   train_iter = pipeline.batched_iterator(
-      train_source, featurize=featurize, batch_size=local_batch,
-      seed=config.seed, num_threads=config.data.num_threads)
+      train_source,
+      featurize=featurize,
+      batch_size=local_batch,
+      seed=config.seed,
+      num_threads=config.data.num_threads,
+  )
 
   start = ckpt.latest_step()
   if start is not None:
@@ -149,23 +191,36 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stage: str,
     logging.info("%s: resuming from step %d", stage, start)
   else:
     rng = jax.random.fold_in(jax.random.key(config.seed), 0)
-    params = init_params if init_params is not None else (
-        state_lib.init_params(model_cfg, rng, mesh, rules))
+    params = (
+        init_params
+        if init_params is not None
+        else (state_lib.init_params(model_cfg, rng, mesh, rules))
+    )
     params = jax.device_put(params, params_sh)
     state = state_lib.create_state(params, tx, shardings)
     start = 0
-  logging.info("%s: %d parameters, %d steps of batch %d", stage,
-               state_lib.count_params(state.params), sc.steps, sc.batch_size)
+  logging.info(
+      "%s: %d parameters, %d steps of batch %d",
+      stage,
+      state_lib.count_params(state.params),
+      sc.steps,
+      sc.batch_size,
+  )
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     train_step = jit_train_step(
-        make_train_step(model_cfg, tx, sc.grad_accum), shardings, mesh)
+        make_train_step(model_cfg, tx, sc.grad_accum), shardings, mesh
+    )
     eval_step = jit_eval_step(model_cfg, params_sh, mesh)
     writer = metrics_lib.MetricWriter(workdir, stage=stage)
     pending = None
-    bar = tqdm.tqdm(range(start, sc.steps), desc=stage, initial=start,
-                    total=sc.steps, disable=not (config.log.progress_bar and
-                                                 jax.process_index() == 0))
+    bar = tqdm.tqdm(
+        range(start, sc.steps),
+        desc=stage,
+        initial=start,
+        total=sc.steps,
+        disable=not (config.log.progress_bar and jax.process_index() == 0),
+    )
     for step in bar:
       batch = shd.global_batch(next(train_iter), mesh)
       state, metrics = train_step(state, batch)
@@ -173,18 +228,38 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stage: str,
         _log(writer, bar, *pending)
       pending = (step + 1, metrics)
       done = step + 1
-      if eval_source is not None and sc.eval_every and (
-          done % sc.eval_every == 0 or done == sc.steps):
+      if (
+          eval_source is not None
+          and sc.eval_every
+          and (done % sc.eval_every == 0 or done == sc.steps)
+      ):
         _log(writer, bar, *pending)
         pending = None
-        writer.write(done, {"eval_loss": evaluate(
-            eval_step, state.params, eval_source, featurize, local_batch,
-            sc.eval_batches, mesh)})
-      preempt = stop is not None and stop.should_stop(done) and (
-          done < sc.steps)
+        writer.write(
+            done,
+            {
+                "eval_loss": evaluate(
+                    eval_step,
+                    state.params,
+                    eval_source,
+                    featurize,
+                    local_batch,
+                    sc.eval_batches,
+                    mesh,
+                )
+            },
+        )
+      preempt = (
+          stop is not None and stop.should_stop(done) and (done < sc.steps)
+      )
       if done % config.ckpt.every_steps == 0 or done == sc.steps or preempt:
-        ckpt.save(done, state, {"iterator": train_iter.get_state()},
-                  dict(meta, step=done), force=True)
+        ckpt.save(
+            done,
+            state,
+            {"iterator": train_iter.get_state()},
+            dict(meta, step=done),
+            force=True,
+        )
       if preempt:
         if pending is not None:
           _log(writer, bar, *pending)
@@ -195,8 +270,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stage: str,
       _log(writer, bar, *pending)
     writer.flush()
     if sample_prompts and jax.process_index() == 0:
-      write_samples(config, stage_dir, state.params, model_cfg, tokenizer,
-                    sample_prompts, sc.steps)
+      write_samples(
+          config,
+          stage_dir,
+          state.params,
+          model_cfg,
+          tokenizer,
+          sample_prompts,
+          sc.steps,
+      )
   ckpt.close()
   ckpt_lib.save_params(final_params_dir(workdir, stage), state.params)
   return state.params
@@ -209,12 +291,24 @@ def _log(writer, bar, step, metrics):
   bar.set_postfix(loss=f"{host['loss']:.3f}")
 
 
-def evaluate(eval_step, params, source, featurize, batch_size: int,
-             num_batches: int, mesh) -> float:
+def evaluate(
+    eval_step,
+    params,
+    source,
+    featurize,
+    batch_size: int,
+    num_batches: int,
+    mesh,
+) -> float:
   """Mean response NLL over the first `num_batches` eval batches."""
-  it = pipeline.batched_iterator(source, featurize=featurize,
-                                 batch_size=batch_size, seed=0, shuffle=False,
-                                 num_epochs=1)
+  it = pipeline.batched_iterator(
+      source,
+      featurize=featurize,
+      batch_size=batch_size,
+      seed=0,
+      shuffle=False,
+      num_epochs=1,
+  )
   total = count = 0.0
   for _, local in zip(range(num_batches), it):
     s, c = eval_step(params, shd.global_batch(local, mesh))
@@ -223,13 +317,25 @@ def evaluate(eval_step, params, source, featurize, batch_size: int,
   return total / max(count, 1.0)
 
 
-def write_samples(config, stage_dir: str, params, model_cfg: ModelConfig,
-                  tokenizer: Tokenizer, prompts: list[str], step: int) -> str:
+def write_samples(
+    config,
+    stage_dir: str,
+    params,
+    model_cfg: ModelConfig,
+    tokenizer: Tokenizer,
+    prompts: list[str],
+    step: int,
+) -> str:
   """Samples one continuation per prompt; writes and logs them."""
-  cfg = text_sampler.sampling_config(config.sampler, tokenizer,
-                                     temperature=0.7)
-  out = text_sampler.generate_text(params, model_cfg, tokenizer, prompts, cfg,
-                                   jax.random.key(config.seed + step))
+  cfg = text_sampler.sampling_config(config.sampler, tokenizer, temperature=0.7)
+  out = text_sampler.generate_text(
+      params,
+      model_cfg,
+      tokenizer,
+      prompts,
+      cfg,
+      jax.random.key(config.seed + step),
+  )
   path = os.path.join(stage_dir, f"samples_{step}.txt")
   os.makedirs(stage_dir, exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
@@ -248,11 +354,14 @@ def stage_is_done(workdir: str, stage: str) -> bool:
   return os.path.exists(final_params_dir(workdir, stage))
 
 
-def load_stage_params(workdir: str, stage: str, model_cfg: ModelConfig, mesh,
-                      rules) -> Any:
+def load_stage_params(
+    workdir: str, stage: str, model_cfg: ModelConfig, mesh, rules
+) -> Any:
   """Final parameters of a finished stage, on the current shardings."""
   params_sh = state_lib.param_shardings(model_cfg, mesh, rules)
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      state_lib.abstract_params(model_cfg), params_sh)
+      state_lib.abstract_params(model_cfg),
+      params_sh,
+  )
   return ckpt_lib.load_params(final_params_dir(workdir, stage), abstract)

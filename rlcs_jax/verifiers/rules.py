@@ -494,9 +494,13 @@ _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "word": (_is_word, "a single word"),
     "words": (_is_words, "a non-empty list of non-blank strings"),
     "letter": (_is_letter, "a single non-space character"),
-    "relation": (lambda value: value in RELATIONS, f"one of {RELATIONS}"),
+    "relation": (
+        lambda value: isinstance(value, str) and value in RELATIONS,
+        f"one of {RELATIONS}",
+    ),
     "language": (
-        lambda value: value in languages.LANGUAGE_NAMES,
+        lambda value: isinstance(value, str)
+        and value in languages.LANGUAGE_NAMES,
         f"an ISO 639-1 code in {sorted(languages.LANGUAGE_NAMES)}",
     ),
 }

@@ -52,6 +52,7 @@ def _resolve_kwargs(
   if (
       instruction_id == _REPEAT_ID
       and prompt is not None
+      and (kwargs is None or isinstance(kwargs, dict))
       and not (kwargs or {}).get("prompt_to_repeat")
   ):
     request = prompt.split(_REPEAT_SENTENCE)[0].strip()

@@ -63,14 +63,20 @@ _OPENERS = "\"'“‘«([（「『"
 _QUOTES = "\"'”’»」』"
 
 # Words after which a period never ends a sentence.
-_TITLE_ABBREVIATIONS = frozenset((
-    "mr mrs ms mx messrs dr prof st sgt capt cpt lt col gen gov sen rev"
-    " hon mt mme mlle e.g i.e vs cf viz approx"
-).split())
+_TITLE_ABBREVIATIONS = frozenset(
+    (
+        "mr mrs ms mx messrs dr prof st sgt capt cpt lt col gen gov sen rev"
+        " hon mt mme mlle e.g i.e vs cf viz approx"
+    ).split()
+)
 # Words after which a period ends a sentence unless a number follows.
-_NUMBER_ABBREVIATIONS = frozenset("no nos vol vols pp fig figs ch sec art".split())
+_NUMBER_ABBREVIATIONS = frozenset(
+    "no nos vol vols pp fig figs ch sec art".split()
+)
 # Words after which a period ends a sentence only before a capital.
-_MAYBE_ABBREVIATIONS = frozenset("etc inc ltd co corp jr sr a.m p.m al ph.d b.c a.d u.s u.k u.n e.u".split())
+_MAYBE_ABBREVIATIONS = frozenset(
+    "etc inc ltd co corp jr sr a.m p.m al ph.d b.c a.d u.s u.k u.n e.u".split()
+)
 _ACRONYM = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
 
 
@@ -133,11 +139,8 @@ def _is_boundary(text: str, match: re.Match[str]) -> bool:
     return True
   marks, closers = match.group(1), match.group(2)
   next_char = _next_word_start(text, match.end())
-  if (
-      any(q in closers for q in _QUOTES)
-      and next_char is not None
-      and (next_char.islower())
-  ):
+  quoted = any(quote in closers for quote in _QUOTES)
+  if quoted and next_char is not None and next_char.islower():
     return False  # Dialogue: "Run!" she said.
   if "!" in marks or "?" in marks:
     return True

@@ -91,12 +91,14 @@ def test_constant_and_empty_groups_have_exactly_zero_advantage():
 
 
 def test_group_std_keep_mask():
-  rewards = jnp.array([
-      [1.0, 1.0, 1.0, 1.0],  # std 0: dropped even with min_std = 0.
-      [0.0, 0.0, 0.0, 2.0],  # std √3/2 ≈ 0.866.
-      [0.0, 0.2, 0.0, 0.2],  # std 0.1.
-      [0.0, NAN, NAN, NAN],  # one valid reward: dropped.
-  ])
+  rewards = jnp.array(
+      [
+          [1.0, 1.0, 1.0, 1.0],  # std 0: dropped even with min_std = 0.
+          [0.0, 0.0, 0.0, 2.0],  # std √3/2 ≈ 0.866.
+          [0.0, 0.2, 0.0, 0.2],  # std 0.1.
+          [0.0, NAN, NAN, NAN],  # one valid reward: dropped.
+      ]
+  )
   np.testing.assert_array_equal(
       group_std_keep_mask(rewards, 0.0), [False, True, True, False]
   )
@@ -111,13 +113,16 @@ def test_metrics_combine_over_group_shards():
   rewards[1, 2] = np.nan
   rewards[4] = 3.0
   _, full = group_advantages(jnp.asarray(rewards))
-  parts = [group_advantages(jnp.asarray(r))[1] for r in
-           (rewards[:2], rewards[2:])]
+  parts = [
+      group_advantages(jnp.asarray(part))[1]
+      for part in (rewards[:2], rewards[2:])
+  ]
   combined = pairs.combine(parts)
   assert set(combined) == set(full)
   for name in full:
-    np.testing.assert_allclose(combined[name], full[name], rtol=1e-5,
-                               atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(
+        combined[name], full[name], rtol=1e-5, atol=1e-5, err_msg=name
+    )
 
 
 def test_jit_and_no_retrace():

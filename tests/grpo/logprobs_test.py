@@ -28,17 +28,22 @@ def _inputs(seed=0, shape=(2, 5, 11), scale=3.0):
 
 def test_hand_computed_uniform_and_two_token_cases():
   # Uniform over 4: log p = −ln 4, H = ln 4. Logits (ln 3, 0): p = (¾, ¼).
-  logits = jnp.array([[[0.0, 0.0, 0.0, 0.0]], [[math.log(3.0), 0.0, -jnp.inf,
-                                                 -jnp.inf]]])
+  logits = jnp.array(
+      [[[0.0, 0.0, 0.0, 0.0]], [[math.log(3.0), 0.0, -jnp.inf, -jnp.inf]]]
+  )
   targets = jnp.array([[2], [1]])
   logp, entropy = token_logprobs_and_entropy(logits, targets)
-  np.testing.assert_allclose(logp, [[-math.log(4)], [math.log(0.25)]],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      logp, [[-math.log(4)], [math.log(0.25)]], rtol=1e-6
+  )
   h_two = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
   np.testing.assert_allclose(entropy, [[math.log(4)], [h_two]], rtol=1e-6)
   # Masked vocabulary entries (−inf) must not turn the gradient into NaN.
-  grad = jax.jit(jax.grad(lambda x: jnp.sum(
-      logprobs.token_logprobs_and_entropy(x, targets)[1])))(logits)
+  grad = jax.jit(
+      jax.grad(
+          lambda x: jnp.sum(logprobs.token_logprobs_and_entropy(x, targets)[1])
+      )
+  )(logits)
   assert np.all(np.isfinite(grad))
 
 
@@ -69,8 +74,10 @@ def test_gradients_match_reference():
     return jnp.sum(logp) + 0.3 * jnp.sum(entropy)
 
   np.testing.assert_allclose(
-      jax.jit(jax.grad(ours))(logits), jax.jit(jax.grad(ref))(logits),
-      rtol=1e-4, atol=1e-6,
+      jax.jit(jax.grad(ours))(logits),
+      jax.jit(jax.grad(ref))(logits),
+      rtol=1e-4,
+      atol=1e-6,
   )
 
 
@@ -92,6 +99,7 @@ def test_out_of_range_padding_ids_stay_finite():
   targets = targets.at[:, -1].set(-1)
   logp = token_logprobs(logits, targets)
   assert np.all(np.isfinite(logp))
-  grad = jax.jit(jax.grad(lambda x: jnp.sum(
-      logprobs.token_logprobs(x, targets)[:, :-1])))(logits)
+  grad = jax.jit(
+      jax.grad(lambda x: jnp.sum(logprobs.token_logprobs(x, targets)[:, :-1]))
+  )(logits)
   assert np.all(np.isfinite(grad))

@@ -72,14 +72,15 @@ def test_every_violator_gets_a_negative_advantage(data):
       np.float32,
   )
   v = np.array(
-      data.draw(st.lists(st.booleans(), min_size=group, max_size=group),
-                label="v"),
+      data.draw(
+          st.lists(st.booleans(), min_size=group, max_size=group), label="v"
+      ),
       np.float32,
   )
   # Force 0 < k < G.
   one, zero = data.draw(
-      st.lists(st.integers(0, group - 1), min_size=2, max_size=2,
-               unique=True), label="forced",
+      st.lists(st.integers(0, group - 1), min_size=2, max_size=2, unique=True),
+      label="forced",
   )
   v[one], v[zero] = 1.0, 0.0
   for scale_by_std in (True, False):
@@ -107,18 +108,20 @@ def test_fractional_violations_by_hand_and_at_random():
   np.testing.assert_allclose(reward, [[0.5, 0.36, 0.08, 0.9]], rtol=1e-5)
   np.testing.assert_allclose(metrics["lambda_mean"], (0.48, 1), rtol=1e-5)
 
-  # At random: every violator with v_i > v̄ gets A < 0.
+  # At random: every violator with v_i > v̄ gets A < 0. Groups of 3, 8 and
+  # 16 responses, padded with NaN to one shape.
   rng = np.random.default_rng(0)
-  for group in (3, 8, 16):
-    w = rng.uniform(-1, 1, size=(200, group)).astype(np.float32)
-    v = rng.choice([0.0, 0.25, 0.5, 1.0], size=(200, group)).astype(
-        np.float32
-    )
-    v[:, 0] = 0.0
-    v[:, 1] = np.maximum(v[:, 1], 0.25)
-    _, adv = mixed_advantages(w, v)
-    above = v > v.mean(axis=1, keepdims=True)
-    assert np.all(np.asarray(adv)[above] < 0)
+  w = rng.uniform(-1, 1, size=(600, 16)).astype(np.float32)
+  v = rng.choice([0.0, 0.25, 0.5, 1.0], size=(600, 16)).astype(np.float32)
+  v[:, 0] = 0.0
+  v[:, 1] = np.maximum(v[:, 1], 0.25)
+  sizes = np.repeat([3, 8, 16], 200)
+  w[np.arange(16)[None, :] >= sizes[:, None]] = np.nan
+  _, adv = mixed_advantages(w, v)
+  valid = np.isfinite(w)
+  v_bar = np.sum(np.where(valid, v, 0), axis=1) / sizes
+  above = valid & (v > v_bar[:, None])
+  assert np.all(np.asarray(adv)[above] < 0)
 
 
 def test_no_or_all_violators():
@@ -150,7 +153,8 @@ def test_baselines_by_hand():
     np.testing.assert_allclose(reward, [hand], rtol=1e-6, err_msg=rule)
   # fixed_mix on a constant group: ŵ = 0.5; α = 0.25 weighs the constraint.
   reward, _ = mixed_reward(
-      jnp.array([[0.3, 0.3]]), jnp.array([[0.0, 1.0]]),
+      jnp.array([[0.3, 0.3]]),
+      jnp.array([[0.0, 1.0]]),
       mixing.MixConfig(rule="fixed_mix", alpha=0.25),
   )
   np.testing.assert_allclose(reward, [[0.125 + 0.75, 0.125]], rtol=1e-6)
@@ -180,11 +184,17 @@ def test_z_normalised_writing_scores_and_delta_units():
   by 1/σ. With the same δ on both scales they differ.
   """
   rng = np.random.default_rng(1)
-  w = rng.uniform(0.0, 10.0, size=(3, 6)).astype(np.float32)
-  v = np.array([[0, 1, 0, 1, 1, 0], [1, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 1]],
-               np.float32)
-  sigma = np.array([_population_std(row) for row in w], np.float32)
-  z = (w - w.mean(axis=1, keepdims=True)) / sigma[:, None]
+  # Raw groups share σ = 2.5 so one config (δ_raw = σ·δ) serves them all.
+  sigma = 2.5
+  raw = rng.uniform(0.0, 10.0, size=(3, 6))
+  z = (raw - raw.mean(axis=1, keepdims=True)) / np.array(
+      [[_population_std(row)] for row in raw]
+  )
+  w = (rng.uniform(0.0, 10.0, size=(3, 1)) + sigma * z).astype(np.float32)
+  z = z.astype(np.float32)
+  v = np.array(
+      [[0, 1, 0, 1, 1, 0], [1, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 1]], np.float32
+  )
   delta = 0.1
   cfg = mixing.MixConfig(delta=delta)
   reward_z, adv_z = mixed_advantages(z, v, cfg)
@@ -198,21 +208,18 @@ def test_z_normalised_writing_scores_and_delta_units():
     np.testing.assert_array_equal(
         np.argsort(reward_z[row][keep]), np.argsort(w[row][keep])
     )
-  for row in range(3):
-    scaled = mixing.MixConfig(delta=float(sigma[row]) * delta)
-    reward_raw, adv_raw = mixed_advantages(w[row:row + 1], v[row:row + 1],
-                                           scaled)
-    _, dr_raw = mixed_advantages(w[row:row + 1], v[row:row + 1], scaled,
-                                 scale_by_std=False)
-    np.testing.assert_allclose(
-        reward_z[row], (reward_raw[0] - w[row].mean()) / sigma[row],
-        rtol=1e-4, atol=1e-4,
-    )
-    np.testing.assert_allclose(adv_z[row], adv_raw[0], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(
-        adv_z_raw[row], dr_raw[0] / sigma[row], rtol=1e-4, atol=1e-4
-    )
-  # Same δ on raw scores (σ ≈ 3): a smaller relative margin, other advantages.
+  scaled = mixing.MixConfig(delta=sigma * delta)
+  reward_raw, adv_raw = mixed_advantages(w, v, scaled)
+  _, dr_raw = mixed_advantages(w, v, scaled, scale_by_std=False)
+  np.testing.assert_allclose(
+      reward_z,
+      (reward_raw - w.mean(axis=1, keepdims=True)) / sigma,
+      rtol=1e-4,
+      atol=1e-4,
+  )
+  np.testing.assert_allclose(adv_z, adv_raw, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(adv_z_raw, dr_raw / sigma, rtol=1e-4, atol=1e-4)
+  # Same δ on raw scores: a smaller relative margin, other advantages.
   _, adv_same_delta = mixed_advantages(w, v, cfg)
   assert np.max(np.abs(np.asarray(adv_same_delta) - adv_z)) > 1e-2
 
@@ -232,23 +239,32 @@ def test_config_validation(kwargs, message):
     mixing.MixConfig(**kwargs)
 
 
-@pytest.mark.parametrize("rule", sorted(mixing.MIX_RULES))
-def test_every_rule_jits_without_retrace(rule):
+def test_every_rule_jits_without_retrace():
   chex.clear_trace_counter()
-  cfg = mixing.MixConfig(rule=rule)
 
   @jax.jit
   @chex.assert_max_traces(n=1)
   def step(w, v):
-    return mixing.mixed_reward(w, v, cfg)
+    return {
+        rule: mixing.mixed_reward(w, v, mixing.MixConfig(rule=rule))
+        for rule in mixing.MIX_RULES
+    }
 
   rng = np.random.default_rng(2)
   for _ in range(3):
-    reward, metrics = step(
+    out = step(
         rng.uniform(size=(4, 5)).astype(np.float32),
         (rng.uniform(size=(4, 5)) > 0.5).astype(np.float32),
     )
-    chex.assert_shape(reward, (4, 5))
-    assert np.all(np.isfinite(reward))
-    assert set(metrics) == {"lambda_mean", "lambda_max", "mixed_group_frac",
-                            "violator_rate", "violation_mean", "writing_mean"}
+    assert set(out) == set(mixing.MIX_RULES)
+    for reward, metrics in out.values():
+      chex.assert_shape(reward, (4, 5))
+      assert np.all(np.isfinite(reward))
+      assert set(metrics) == {
+          "lambda_mean",
+          "lambda_max",
+          "mixed_group_frac",
+          "violator_rate",
+          "violation_mean",
+          "writing_mean",
+      }

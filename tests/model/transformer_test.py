@@ -24,7 +24,8 @@ def _model(**kw):
   # Non-zero biases / norms so every parameter matters.
   params = jax.tree.map(
       lambda x: x + 0.1 * jax.random.normal(jax.random.key(x.size), x.shape),
-      params)
+      params,
+  )
   return cfg, model, params
 
 
@@ -48,8 +49,9 @@ def test_cached_decode_equals_full_forward(variant):
   logits, cache = model.apply({"params": params}, tokens[:, :4], cache=cache)
   steps = [logits]
   for t in range(4, 10):
-    logits, cache = model.apply({"params": params}, tokens[:, t:t + 1],
-                                cache=cache)
+    logits, cache = model.apply(
+        {"params": params}, tokens[:, t : t + 1], cache=cache
+    )
     steps.append(logits)
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5)
   assert int(cache["end"]) == 10
@@ -71,8 +73,9 @@ def test_hidden_plus_head_equals_logits():
     tokens = jnp.ones((2, 5), jnp.int32)
     logits, _ = model.apply({"params": params}, tokens)
     hidden, _ = model.apply({"params": params}, tokens, return_hidden=True)
-    np.testing.assert_allclose(output_logits(params, cfg, hidden), logits,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        output_logits(params, cfg, hidden), logits, atol=1e-5
+    )
 
 
 def test_bf16_compute_close_to_f32():
@@ -86,10 +89,17 @@ def test_bf16_compute_close_to_f32():
 
 
 def test_every_param_has_logical_axes():
-  cfg = ModelConfig(**{**PRESETS["test"], "tie_embeddings": False,
-                       "qkv_bias": True, "qk_norm": True})
-  boxed = jax.eval_shape(Transformer(cfg).init, jax.random.key(0),
-                         jnp.zeros((1, 4), jnp.int32))
+  cfg = ModelConfig(
+      **{
+          **PRESETS["test"],
+          "tie_embeddings": False,
+          "qkv_bias": True,
+          "qk_norm": True,
+      }
+  )
+  boxed = jax.eval_shape(
+      Transformer(cfg).init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32)
+  )
   specs = nn.get_partition_spec(boxed)["params"]
   shapes = nn.meta.unbox(boxed)["params"]
   for spec, shape in zip(jax.tree.leaves(specs), jax.tree.leaves(shapes)):

@@ -25,9 +25,15 @@ _KINDS = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", True),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", False),
 }
-RULES = (("vocab", "tensor"), ("embed", "fsdp"), ("heads", "tensor"),
-         ("kv_heads", "tensor"), ("head_dim", None), ("mlp", "tensor"),
-         ("norm", None))
+RULES = (
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("norm", None),
+)
 VOCAB = 256
 
 
@@ -35,11 +41,19 @@ def make_hf_model(kind: str, seed: int = 0):
   """A tiny random HF model; every weight (norms and biases too) is random."""
   cfg_cls, model_cls, tied = _KINDS[kind]
   hf_cfg = getattr(transformers, cfg_cls)(
-      vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
-      num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-      intermediate_size=128, max_position_embeddings=256, rms_norm_eps=1e-5,
-      tie_word_embeddings=tied, attn_implementation="eager",
-      rope_parameters={"rope_type": "default", "rope_theta": 5000.0})
+      vocab_size=VOCAB,
+      hidden_size=64,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      head_dim=16,
+      intermediate_size=128,
+      max_position_embeddings=256,
+      rms_norm_eps=1e-5,
+      tie_word_embeddings=tied,
+      attn_implementation="eager",
+      rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
+  )
   torch.manual_seed(seed)
   model = getattr(transformers, model_cls)(hf_cfg).eval()
   with torch.no_grad():
@@ -76,8 +90,11 @@ def hf_logits(model, tokens, valid):
   mask = torch.tensor(valid.astype(np.int64))
   positions = torch.clamp(mask.cumsum(-1) - 1, min=0)
   with torch.no_grad():
-    out = model(input_ids=torch.tensor(tokens, dtype=torch.long),
-                attention_mask=mask, position_ids=positions)
+    out = model(
+        input_ids=torch.tensor(tokens, dtype=torch.long),
+        attention_mask=mask,
+        position_ids=positions,
+    )
   return out.logits.float().numpy()
 
 
@@ -91,16 +108,23 @@ def test_sharded_index_is_exercised(checkpoint):
 def test_config_mapping(checkpoint):
   kind, model, path = checkpoint
   cfg, _ = weights.load_hf_checkpoint(path)
-  assert (cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads,
-          cfg.head_dim, cfg.mlp_dim, cfg.vocab_size) == (64, 2, 4, 2, 16, 128,
-                                                         VOCAB)
+  assert (
+      cfg.d_model,
+      cfg.num_layers,
+      cfg.num_heads,
+      cfg.num_kv_heads,
+      cfg.head_dim,
+      cfg.mlp_dim,
+      cfg.vocab_size,
+  ) == (64, 2, 4, 2, 16, 128, VOCAB)
   assert cfg.rope_theta == 5000.0 and cfg.rms_eps == 1e-5
   assert cfg.max_seq_len == 256
   assert cfg.tie_embeddings == model.config.tie_word_embeddings
   assert cfg.qkv_bias == (kind == "qwen2")
   assert cfg.qk_norm == (kind == "qwen3")
   back = weights.hf_config_to_model_config(
-      weights.model_config_to_hf_config(cfg))
+      weights.model_config_to_hf_config(cfg)
+  )
   assert back == cfg
 
 
@@ -108,9 +132,9 @@ def test_logits_match_hf_with_left_padding(checkpoint):
   _, model, path = checkpoint
   cfg, params = weights.load_hf_checkpoint(path)
   tokens, valid = padded_batch([12, 7, 3], 12)
-  ours, _ = transformer.Transformer(cfg).apply({"params": params},
-                                               jnp.asarray(tokens),
-                                               valid_BL=jnp.asarray(valid))
+  ours, _ = transformer.Transformer(cfg).apply(
+      {"params": params}, jnp.asarray(tokens), valid_BL=jnp.asarray(valid)
+  )
   theirs = hf_logits(model, tokens, valid)
   diff = np.abs(np.asarray(ours) - theirs)[valid]
   print(f"max |logit diff| = {diff.max():.2e}")
@@ -127,14 +151,14 @@ def greedy_loop(params, cfg, tokens, valid, steps):
   @jax.jit
   def run(params, tokens, valid):
     cache = transformer.init_cache(cfg, b, p + steps)
-    logits, cache = model.apply({"params": params}, tokens, valid_BL=valid,
-                                cache=cache)
+    logits, cache = model.apply(
+        {"params": params}, tokens, valid_BL=valid, cache=cache
+    )
     nxt = jnp.argmax(logits[:, -1], -1)
 
     def body(carry, _):
       nxt, cache = carry
-      logits, cache = model.apply({"params": params}, nxt[:, None],
-                                  cache=cache)
+      logits, cache = model.apply({"params": params}, nxt[:, None], cache=cache)
       return (jnp.argmax(logits[:, -1], -1), cache), nxt
 
     _, out = jax.lax.scan(body, (nxt, cache), None, length=steps)
@@ -152,26 +176,37 @@ def test_greedy_generation_matches_hf(checkpoint):
     out = model.generate(
         input_ids=torch.tensor(tokens, dtype=torch.long),
         attention_mask=torch.tensor(valid.astype(np.int64)),
-        max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-        pad_token_id=0, eos_token_id=None, bos_token_id=None)
-  theirs = out[:, tokens.shape[1]:].numpy()
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+        bos_token_id=None,
+    )
+  theirs = out[:, tokens.shape[1] :].numpy()
   ours = greedy_loop(params, cfg, tokens, valid, steps)
   np.testing.assert_array_equal(ours, theirs)
   assert len(np.unique(theirs)) > 8  # Not a degenerate constant sequence.
   # The project's sampler agrees too.
   prompts = [list(t[v]) for t, v in zip(tokens, valid)]
   sample = sampling.generate(
-      params, cfg, prompts,
-      sampling.SamplingConfig(max_new_tokens=steps, greedy=True, pad_id=0,
-                              prompt_buckets=(16,)), jax.random.key(0))
+      params,
+      cfg,
+      prompts,
+      sampling.SamplingConfig(
+          max_new_tokens=steps, greedy=True, pad_id=0, prompt_buckets=(16,)
+      ),
+      jax.random.key(0),
+  )
   np.testing.assert_array_equal(sample.tokens, theirs)
 
 
 def test_round_trip_is_bit_exact(checkpoint, tmp_path):
   _, _, path = checkpoint
   cfg, params = weights.load_hf_checkpoint(path)
-  files = weights.save_hf_checkpoint(params, cfg, str(tmp_path),
-                                     max_shard_bytes=60_000)
+  files = weights.save_hf_checkpoint(
+      params, cfg, str(tmp_path), max_shard_bytes=60_000
+  )
   assert len(files) >= 3
   assert os.path.exists(tmp_path / "model.safetensors.index.json")
   cfg2, params2 = weights.load_hf_checkpoint(str(tmp_path))
@@ -188,6 +223,13 @@ def test_round_trip_is_bit_exact(checkpoint, tmp_path):
   for name, tensor in original.items():
     assert exported[name].dtype == tensor.dtype
     assert np.array_equal(exported[name], tensor), name
+  # Re-saving into the same directory as one shard leaves no stale shards.
+  weights.save_hf_checkpoint(params, cfg, str(tmp_path))
+  assert [p.name for p in tmp_path.glob("*.safetensors")] == [
+      "model.safetensors"
+  ]
+  assert not (tmp_path / "model.safetensors.index.json").exists()
+  assert weights.load_hf_checkpoint(str(tmp_path))[0] == cfg
 
 
 def read_all(path):
@@ -203,11 +245,15 @@ def test_export_loads_in_transformers(checkpoint, tmp_path):
   cfg, params = weights.load_hf_checkpoint(path)
   weights.save_hf_checkpoint(params, cfg, str(tmp_path))
   assert os.path.exists(tmp_path / "model.safetensors")  # One shard.
-  reloaded = getattr(transformers, _KINDS[kind][1]).from_pretrained(
-      str(tmp_path), attn_implementation="eager").eval()
+  reloaded = (
+      getattr(transformers, _KINDS[kind][1])
+      .from_pretrained(str(tmp_path), attn_implementation="eager")
+      .eval()
+  )
   tokens, valid = padded_batch([10, 5], 10, seed=2)
-  np.testing.assert_array_equal(hf_logits(reloaded, tokens, valid),
-                                hf_logits(model, tokens, valid))
+  np.testing.assert_array_equal(
+      hf_logits(reloaded, tokens, valid), hf_logits(model, tokens, valid)
+  )
 
 
 def test_bfloat16_round_trip(tmp_path):
@@ -215,27 +261,32 @@ def test_bfloat16_round_trip(tmp_path):
   src = save_hf(model, str(tmp_path / "src"))
   cfg, params = weights.load_hf_checkpoint(src, param_dtype="bfloat16")
   assert params["layers_0"]["attn"]["q"].dtype == jnp.bfloat16
-  weights.save_hf_checkpoint(params, cfg, str(tmp_path / "out"),
-                             max_shard_bytes=50_000)
+  weights.save_hf_checkpoint(
+      params, cfg, str(tmp_path / "out"), max_shard_bytes=50_000
+  )
   original, exported = read_all(src), read_all(str(tmp_path / "out"))
   assert sorted(original) == sorted(exported)
   for name, tensor in original.items():
     assert tensor.dtype == exported[name].dtype == jnp.bfloat16
-    assert np.array_equal(tensor.view(np.uint16),
-                          exported[name].view(np.uint16)), name
+    assert np.array_equal(
+        tensor.view(np.uint16), exported[name].view(np.uint16)
+    ), name
   # bf16 on disk, float32 in memory: an exact upcast.
   _, params32 = weights.load_hf_checkpoint(src)
   np.testing.assert_array_equal(
       np.asarray(params32["embed"]["embedding"]),
-      np.asarray(params["embed"]["embedding"]).astype(np.float32))
+      np.asarray(params["embed"]["embedding"]).astype(np.float32),
+  )
 
 
 def rewrite_single_file(src_path, dst_path, edit):
   tensors = edit(read_all(src_path))
   os.makedirs(dst_path, exist_ok=True)
-  safetensors.numpy.save_file(tensors,
-                              os.path.join(dst_path, "model.safetensors"),
-                              metadata={"format": "pt"})
+  safetensors.numpy.save_file(
+      tensors,
+      os.path.join(dst_path, "model.safetensors"),
+      metadata={"format": "pt"},
+  )
   with open(os.path.join(src_path, "config.json")) as f:
     hf_cfg = json.load(f)
   return hf_cfg
@@ -254,8 +305,10 @@ def llama_path(tmp_path_factory):
 def test_missing_tensor_error(llama_path, tmp_path):
   name = "model.layers.1.mlp.up_proj.weight"
   hf_cfg = rewrite_single_file(
-      llama_path, str(tmp_path),
-      lambda t: {k: v for k, v in t.items() if k != name})
+      llama_path,
+      str(tmp_path),
+      lambda t: {k: v for k, v in t.items() if k != name},
+  )
   write_config(str(tmp_path), hf_cfg)
   with pytest.raises(ValueError, match=rf"missing tensors \['{name}'\]"):
     weights.load_hf_checkpoint(str(tmp_path))
@@ -264,8 +317,10 @@ def test_missing_tensor_error(llama_path, tmp_path):
 def test_unexpected_tensor_error(llama_path, tmp_path):
   name = "model.layers.0.mlp.extra.weight"
   hf_cfg = rewrite_single_file(
-      llama_path, str(tmp_path),
-      lambda t: {**t, name: np.zeros((2,), np.float32)})
+      llama_path,
+      str(tmp_path),
+      lambda t: {**t, name: np.zeros((2,), np.float32)},
+  )
   write_config(str(tmp_path), hf_cfg)
   with pytest.raises(ValueError, match=rf"unexpected tensors \['{name}'\]"):
     weights.load_hf_checkpoint(str(tmp_path))
@@ -277,20 +332,36 @@ def test_shape_mismatch_error(llama_path, tmp_path):
   write_config(str(tmp_path), hf_cfg)
   with pytest.raises(
       ValueError,
-      match=(r"tensor model\.layers\.0\.mlp\.gate_proj\.weight has shape "
-             r"\(128, 64\), expected \(96, 64\)")):
+      match=(
+          r"tensor model\.layers\.0\.mlp\.gate_proj\.weight has shape "
+          r"\(128, 64\), expected \(96, 64\)"
+      ),
+  ):
     weights.load_hf_checkpoint(str(tmp_path))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4,
-                          "factor": 8.0}}, "rope scaling 'llama3'"),
-    ({"rope_scaling": {"type": "linear", "factor": 2.0}},
-     "rope scaling 'linear'"),
-    ({"model_type": "mistral"}, "unsupported model_type 'mistral'"),
-    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
-    ({"attention_bias": True}, "attention_bias=True"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {
+                "rope_parameters": {
+                    "rope_type": "llama3",
+                    "rope_theta": 1e4,
+                    "factor": 8.0,
+                }
+            },
+            "rope scaling 'llama3'",
+        ),
+        (
+            {"rope_scaling": {"type": "linear", "factor": 2.0}},
+            "rope scaling 'linear'",
+        ),
+        ({"model_type": "mistral"}, "unsupported model_type 'mistral'"),
+        ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+        ({"attention_bias": True}, "attention_bias=True"),
+    ],
+)
 def test_unsupported_configs_rejected(llama_path, change, message):
   with open(os.path.join(llama_path, "config.json")) as f:
     hf_cfg = json.load(f)
@@ -300,10 +371,16 @@ def test_unsupported_configs_rejected(llama_path, change, message):
 
 
 def test_old_style_config_keys():
-  hf_cfg = {"model_type": "llama", "vocab_size": 10, "hidden_size": 8,
-            "num_hidden_layers": 1, "num_attention_heads": 2,
-            "intermediate_size": 16, "rope_theta": 500000.0,
-            "rope_scaling": None}
+  hf_cfg = {
+      "model_type": "llama",
+      "vocab_size": 10,
+      "hidden_size": 8,
+      "num_hidden_layers": 1,
+      "num_attention_heads": 2,
+      "intermediate_size": 16,
+      "rope_theta": 500000.0,
+      "rope_scaling": None,
+  }
   cfg = weights.hf_config_to_model_config(hf_cfg, dtype="bfloat16")
   assert cfg.rope_theta == 500000.0
   assert cfg.num_kv_heads == 2 and cfg.head_dim == 4
@@ -312,47 +389,68 @@ def test_old_style_config_keys():
 
 
 def test_specs_cover_the_model_exactly():
-  for kw in ({}, {"qkv_bias": True}, {"qk_norm": True},
-             {"tie_embeddings": False}):
-    cfg = ModelConfig(vocab_size=32, d_model=16, num_layers=2, num_heads=4,
-                      num_kv_heads=2, head_dim=4, mlp_dim=32, max_seq_len=16,
-                      **kw)
-    weights._check_against_model(weights.tensor_specs(cfg), cfg)  # pylint: disable=protected-access
+  for kw in (
+      {},
+      {"qkv_bias": True},
+      {"qk_norm": True},
+      {"tie_embeddings": False},
+  ):
+    cfg = ModelConfig(
+        vocab_size=32,
+        d_model=16,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=4,
+        mlp_dim=32,
+        max_seq_len=16,
+        **kw,
+    )
+    weights.check_against_model(weights.tensor_specs(cfg), cfg)
 
 
 def test_sharded_load(llama_path):
-  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
-                       axis_types=(AxisType.Auto,) * 3)
+  mesh = jax.make_mesh(
+      (2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3
+  )
   cfg, params = weights.load_hf_checkpoint(llama_path)
-  cfg_s, sharded = weights.load_hf_checkpoint(llama_path, mesh=mesh,
-                                              rules=RULES)
+  cfg_s, sharded = weights.load_hf_checkpoint(
+      llama_path, mesh=mesh, rules=RULES
+  )
   assert cfg_s == cfg
   q = sharded["layers_0"]["attn"]["q"]
   assert q.sharding == NamedSharding(mesh, P("fsdp", "tensor", None))
   # Each device holds only its slice: [64, 4, 16] / (fsdp=2, tensor=2).
   assert {s.data.shape for s in q.addressable_shards} == {(32, 2, 16)}
   assert sharded["embed"]["embedding"].sharding.spec == P("tensor", "fsdp")
-  assert sharded["layers_1"]["mlp"]["down"].sharding.spec == P("tensor",
-                                                               "fsdp")
+  assert sharded["layers_1"]["mlp"]["down"].sharding.spec == P("tensor", "fsdp")
   assert sharded["final_norm"]["scale"].sharding.spec == P(None)
   expected = weights.param_shardings(cfg, mesh, RULES)
   for (key, leaf), want in zip(
       jax.tree_util.tree_leaves_with_path(sharded),
-      jax.tree_util.tree_leaves(expected)):
+      jax.tree_util.tree_leaves(expected),
+  ):
     assert leaf.sharding == want, key
     np.testing.assert_array_equal(
-        np.asarray(leaf), np.asarray(_get(params, key)))
+        np.asarray(leaf), np.asarray(_get(params, key))
+    )
   # Explicit pytree (as a function of the config) gives the same placement.
   _, explicit = weights.load_hf_checkpoint(
-      llama_path, shardings=lambda c: weights.param_shardings(c, mesh, RULES))
+      llama_path, shardings=lambda c: weights.param_shardings(c, mesh, RULES)
+  )
   jax.tree.map(lambda a, b: assert_same_sharding(a, b), explicit, sharded)
   # And the sharded model computes the same logits.
   tokens, valid = padded_batch([8, 5], 8)
-  fwd = jax.jit(lambda p, t, v: transformer.Transformer(cfg).apply(
-      {"params": p}, t, valid_BL=v)[0])
-  np.testing.assert_allclose(np.asarray(fwd(sharded, tokens, valid)),
-                             np.asarray(fwd(params, tokens, valid)),
-                             atol=1e-5)
+  fwd = jax.jit(
+      lambda p, t, v: transformer.Transformer(cfg).apply(
+          {"params": p}, t, valid_BL=v
+      )[0]
+  )
+  np.testing.assert_allclose(
+      np.asarray(fwd(sharded, tokens, valid)),
+      np.asarray(fwd(params, tokens, valid)),
+      atol=1e-5,
+  )
 
 
 def assert_same_sharding(a, b):

@@ -17,8 +17,9 @@ PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [1], [20, 21]]
 
 @pytest.fixture(scope="module")
 def params():
-  variables = Transformer(CFG).init(jax.random.key(0),
-                                    jnp.zeros((1, 4), jnp.int32))
+  variables = Transformer(CFG).init(
+      jax.random.key(0), jnp.zeros((1, 4), jnp.int32)
+  )
   return jax.tree.map(lambda x: x * 3.0, nn.meta.unbox(variables)["params"])
 
 
@@ -29,13 +30,14 @@ def _naive_greedy(params, prompt, n):
     logp = jax.nn.log_softmax(logits[0, -1])
     seq.append(int(jnp.argmax(logp)))
     logps.append(float(logp[seq[-1]]))
-  return seq[len(prompt):], logps
+  return seq[len(prompt) :], logps
 
 
 @pytest.mark.parametrize("padding", ["left", "right"])
 def test_greedy_matches_naive_loop(params, padding):
-  cfg = sampling.SamplingConfig(max_new_tokens=8, greedy=True,
-                                padding=padding, prompt_buckets=(8, 16))
+  cfg = sampling.SamplingConfig(
+      max_new_tokens=8, greedy=True, padding=padding, prompt_buckets=(8, 16)
+  )
   out = sampling.generate(params, CFG, PROMPTS, cfg, jax.random.key(0))
   for i, p in enumerate(PROMPTS):
     want, want_logp = _naive_greedy(params, p, 8)
@@ -46,14 +48,22 @@ def test_greedy_matches_naive_loop(params, padding):
 
 def test_stop_tokens_end_rows_independently(params):
   first = sampling.generate(
-      params, CFG, PROMPTS,
+      params,
+      CFG,
+      PROMPTS,
       sampling.SamplingConfig(max_new_tokens=8, greedy=True),
-      jax.random.key(0))
+      jax.random.key(0),
+  )
   stop = int(first.tokens[1, 2])  # Row 1 stops at its 3rd token.
   out = sampling.generate(
-      params, CFG, PROMPTS,
-      sampling.SamplingConfig(max_new_tokens=8, greedy=True, stop_ids=(stop,),
-                              pad_id=0), jax.random.key(0))
+      params,
+      CFG,
+      PROMPTS,
+      sampling.SamplingConfig(
+          max_new_tokens=8, greedy=True, stop_ids=(stop,), pad_id=0
+      ),
+      jax.random.key(0),
+  )
   for i in range(4):
     row = first.tokens[i].tolist()
     n = row.index(stop) + 1 if stop in row else 8
@@ -71,12 +81,19 @@ def test_sampling_is_seeded_and_topk1_is_greedy(params):
   np.testing.assert_array_equal(a.tokens, b.tokens)
   assert not np.array_equal(a.tokens, c.tokens)
   greedy = sampling.generate(
-      params, CFG, PROMPTS,
+      params,
+      CFG,
+      PROMPTS,
       sampling.SamplingConfig(max_new_tokens=6, greedy=True),
-      jax.random.key(0))
+      jax.random.key(0),
+  )
   top1 = sampling.generate(
-      params, CFG, PROMPTS,
-      sampling.SamplingConfig(max_new_tokens=6, top_k=1), jax.random.key(3))
+      params,
+      CFG,
+      PROMPTS,
+      sampling.SamplingConfig(max_new_tokens=6, top_k=1),
+      jax.random.key(3),
+  )
   np.testing.assert_array_equal(greedy.tokens, top1.tokens)
 
 
@@ -96,28 +113,34 @@ def test_sampled_logprobs_match_forward(params):
   for i, p in enumerate(PROMPTS[:2]):
     seq = jnp.array([p + out.tokens[i].tolist()])
     logits, _ = Transformer(CFG).apply({"params": params}, seq)
-    logp = jax.nn.log_softmax(logits[0, len(p) - 1:-1] / 0.7)
-    want = jnp.take_along_axis(logp, seq[0, len(p):, None], -1)[:, 0]
+    logp = jax.nn.log_softmax(logits[0, len(p) - 1 : -1] / 0.7)
+    want = jnp.take_along_axis(logp, seq[0, len(p) :, None], -1)[:, 0]
     np.testing.assert_allclose(out.logprobs[i], want, atol=1e-4)
 
 
 def test_no_retrace_within_bucket(params):
-  cfg = sampling.SamplingConfig(max_new_tokens=4, greedy=True,
-                                prompt_buckets=(16,))
+  cfg = sampling.SamplingConfig(
+      max_new_tokens=4, greedy=True, prompt_buckets=(16,)
+  )
   sampling.generate(params, CFG, [[1, 2]] * 4, cfg, jax.random.key(0))
   decode = chex.assert_max_traces(sampling.decode.__wrapped__, n=1)
   prefill = chex.assert_max_traces(sampling.prefill.__wrapped__, n=1)
-  jd = jax.jit(decode, static_argnames=("model_cfg", "cfg"),
-               donate_argnames=("state",))
+  jd = jax.jit(
+      decode, static_argnames=("model_cfg", "cfg"), donate_argnames=("state",)
+  )
   jp = jax.jit(prefill, static_argnames=("model_cfg", "cache_len"))
   for prompts in ([[1, 2]] * 4, [[3, 4, 5, 6, 7]] * 4, [[9] * 11] * 4):
     tokens, valid = sampling.pad_prompts(prompts, 16, 0, "left")
     logits, cache = jp(params, tokens, valid, model_cfg=CFG, cache_len=20)
     state = sampling.DecodeState(
-        step=jnp.zeros((), jnp.int32), cache=cache, logits_BV=logits,
+        step=jnp.zeros((), jnp.int32),
+        cache=cache,
+        logits_BV=logits,
         tokens_BT=jnp.zeros((4, 4), jnp.int32),
-        logprobs_BT=jnp.zeros((4, 4)), done_B=jnp.zeros((4,), bool),
-        rng=jax.random.key(0))
+        logprobs_BT=jnp.zeros((4, 4)),
+        done_B=jnp.zeros((4,), bool),
+        rng=jax.random.key(0),
+    )
     jd(params, state, model_cfg=CFG, cfg=cfg)
 
 
