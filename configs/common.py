@@ -143,6 +143,37 @@ def base_config() -> ml_collections.ConfigDict:
       )
   )
 
+  c.grpo = ml_collections.ConfigDict(dict(
+      steps=40,
+      num_prompts=8,  # P prompts per step (global).
+      num_generations=4,  # R completions per prompt (the group).
+      num_iterations=1,  # Update passes per rollout (>1 reuses old logps).
+      micro_batch=0,  # Rows per micro-batch; 0 = the whole P*R batch.
+      max_new_tokens=128,
+      temperature=1.0,
+      beta=0.04,  # KL weight; 0 drops the reference model entirely.
+      kl_estimator="k3",  # k1 | k2 | k3 | none
+      clip_eps_low=0.2,
+      clip_eps_high=0.28,  # DAPO's clip-higher.
+      aggregation="seq_mean_token_mean",  # | token_mean | ..._sum_norm
+      scale_by_std=True,  # False: Dr. GRPO (no std normalisation).
+      adv_eps=1e-6,
+      dynamic_sampling=False,  # Drop groups with reward std < min_group_std.
+      min_group_std=1e-6,
+      max_draws=3,  # Prompt batches drawn per step at most.
+      overlong="none",  # none | mask (drop from loss) | penalty
+      overlong_penalty=-1.0,
+      max_consecutive_skips=5,  # Non-finite updates tolerated in a row.
+      prompt_split="contexts_train",  # Which split supplies prompts.
+      eval_prompts=64,  # Held-out prompts scored before and after.
+      # Reward components and weights (0 = off); see trainers/rewards.py.
+      rewards=ml_collections.ConfigDict(dict(
+          target_length=1.0, constraint_pass=0.0)),
+      target_words=30,  # For the target_length reward.
+      lr=1e-4,
+      warmup_steps=5,
+  ))
+
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding_rules = DEFAULT_SHARDING_RULES
 

@@ -5,6 +5,7 @@ processes, logs and saves the config, and dispatches on `config.job` through
 an explicit table. All logic lives in the trainers.
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -32,8 +33,18 @@ def _jobs():
   return jobs.JOBS
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO chatter of orbax/tensorstore/tfds; warnings still pass."""
+
+  def filter(self, record):
+    noisy = any(k in record.pathname for k in ("orbax", "tensorflow_datasets",
+                                                "etils"))
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
 def main(argv):
   del argv
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax
 
   if _DISTRIBUTED.value or (

@@ -69,7 +69,8 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
   """AdamW with linear warmup + cosine decay and global-norm clipping."""
   warmup = min(cfg.warmup_steps, max(cfg.total_steps - 1, 0))
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0,
+      # Start at lr/warmup, not 0, so the first update is never wasted.
+      init_value=cfg.lr / max(warmup, 1),
       peak_value=cfg.lr,
       warmup_steps=warmup,
       decay_steps=max(cfg.total_steps, warmup + 1),

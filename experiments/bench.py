@@ -1,0 +1,501 @@
+"""Benchmark: rlcs_jax against Hugging Face `generate`, PyTorch and TRL.
+
+  python -m experiments.bench [--quick] [--out FILE] [--sections ...]
+
+Measures, in one run and on the same weights (our parameters exported with
+`save_hf_checkpoint` and loaded by `LlamaForCausalLM`):
+
+  decode   greedy, float32, prompt 64 + 128 new tokens (no early stop), batch
+           1/8/32: tokens/s of our sampler and of HF `generate`, their ratio,
+           prefill time and compile time (excluded from throughput);
+  train    SFT forward + backward + AdamW at 8 x 256: tokens/s, model FLOP/s,
+           MFU against a dense matmul measured in the same process on the same
+           dtype path; the PyTorch eager step for the ratio;
+  grpo     one step of 4 prompts x 4 samples x 128 tokens, a code reward,
+           beta 0.04 (reference pass included), split into generate /
+           reference / reward / update; TRL `GRPOTrainer` for the ratio;
+  scaling  decode time per token at 64..512 new tokens; train tokens/s at
+           sequence 128/256/512;
+
+each with its peak RSS. Every (section, framework, model) runs in its own
+worker process (`--worker`), so peak RSS is per section and the frameworks'
+thread pools never compete. The output is a readable table followed by one
+JSON object on the last line (also written to `--out`). torch,
+transformers and trl are optional (`pip install -e .[bench]`): when missing,
+the baselines are reported as skipped and ours still run.
+
+Timing: a first call (compile + run; reported as compile time), then several
+repetitions, median reported, each ending in `block_until_ready` or a host
+transfer. torch gets as many threads as XLA's CPU client uses.
+
+The GRPO step is composed from the sampler, `grpo.advantages`,
+`grpo.losses.grpo_loss` and the trainers' optimizer (`bench_jax.run_grpo`):
+the GRPO trainer did not exist yet when the benchmark was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import traceback
+from typing import Any, Sequence
+
+from experiments import bench_setup as bs
+
+SECTIONS = ("decode", "train", "grpo", "scaling")
+_RESULT_PREFIX = "BENCH_RESULT "
+
+# (target, path into the result, comparison, threshold): the issue's
+# targets, checked on the ratios of one run.
+TARGETS = (
+    ("decode smollm2 b1 ours/HF", ("decode", "smollm2", "ratio", "1"), ">=",
+     1.5),
+    ("decode smollm2 b8 ours/HF", ("decode", "smollm2", "ratio", "8"), ">=",
+     3.0),
+    ("decode smollm2 b32 ours/HF", ("decode", "smollm2", "ratio", "32"), ">=",
+     3.0),
+    ("decode tiny b1 ours/HF", ("decode", "tiny", "ratio", "1"), ">=", 5.0),
+    ("decode tiny b8 ours/HF", ("decode", "tiny", "ratio", "8"), ">=", 5.0),
+    ("decode tiny b32 ours/HF", ("decode", "tiny", "ratio", "32"), ">=", 5.0),
+    ("train tiny ours/torch", ("train", "tiny", "ratio"), ">=", 1.0),
+    ("train smollm2 ours/torch", ("train", "smollm2", "ratio"), ">=", 1.0),
+    ("train tiny MFU vs matmul", ("train", "tiny", "ours", "mfu_vs_matmul"),
+     ">=", 0.5),
+    ("train smollm2 MFU vs matmul",
+     ("train", "smollm2", "ours", "mfu_vs_matmul"), ">=", 0.5),
+    ("grpo smollm2 ours/TRL", ("grpo", "smollm2", "ratio"), ">=", 3.0),
+    ("decode ms/token max/min tiny",
+     ("scaling", "decode", "tiny", "max_over_min"), "<=", 1.2),
+    ("decode ms/token max/min smollm2",
+     ("scaling", "decode", "smollm2", "max_over_min"), "<=", 1.2),
+)
+
+
+# ----------------------------------------------------------------------------
+# Workers.
+
+
+def _run_job(job: dict) -> dict:
+  """Runs one measurement in this process (called inside a worker)."""
+  st = bs.settings(job["quick"])
+  if job["framework"] == "ours":
+    from experiments import bench_jax  # pylint: disable=g-import-not-at-top
+
+    if job["section"] == "export":
+      return bench_jax.export(job["model"], job["hf_dir"])
+    return bench_jax.JOBS[job["section"]](job["model"], st)
+  from experiments import bench_torch  # pylint: disable=g-import-not-at-top
+
+  if job["section"] == "train":
+    return bench_torch.run_train(job["hf_dir"], st, job["flops_per_token"])
+  if job["section"] == "grpo":
+    return bench_torch.run_grpo(job["hf_dir"], st, job["tokenizer_source"])
+  return bench_torch.JOBS[job["section"]](job["hf_dir"], st)
+
+
+def _worker_main(job_json: str) -> int:
+  job = json.loads(job_json)
+  try:
+    result = _run_job(job)
+  except Exception:  # pylint: disable=broad-except
+    result = {"error": traceback.format_exc(limit=8)[-3000:]}
+  print(_RESULT_PREFIX + json.dumps(result), flush=True)
+  return 0
+
+
+def _spawn(job: dict, timeout: float) -> dict:
+  """Runs `job` in a fresh interpreter; returns its result dict."""
+  cmd = [sys.executable, "-m", "experiments.bench", "--worker",
+         json.dumps(job)]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TOKENIZERS_PARALLELISM="0",
+             HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env["PYTHONPATH"] = os.pathsep.join(
+      [root] + [p for p in [env.get("PYTHONPATH")] if p])
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+  except subprocess.TimeoutExpired:
+    return {"error": f"timed out after {timeout:.0f} s"}
+  for line in reversed(proc.stdout.splitlines()):
+    if line.startswith(_RESULT_PREFIX):
+      return json.loads(line[len(_RESULT_PREFIX):])
+  return {"error": f"worker exited with {proc.returncode}: "
+                   f"{proc.stderr[-3000:]}"}
+
+
+# ----------------------------------------------------------------------------
+# Orchestration.
+
+
+def _ratio(ours: dict, theirs: dict, key: str) -> float | None:
+  if not ours or not theirs or key not in ours or key not in theirs:
+    return None
+  return ours[key] / theirs[key]
+
+
+def _agreement(a: Sequence[int], b: Sequence[int]) -> float:
+  """Fraction of a row's greedy tokens equal before the first divergence."""
+  n = 0
+  for x, y in zip(a, b):
+    if x != y:
+      break
+    n += 1
+  return n / max(len(a), 1)
+
+
+def _machine() -> dict:
+  model = platform.processor()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          model = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  mem = None
+  try:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+  except (ValueError, OSError, AttributeError):
+    pass
+  return {"cpu": model, "cores": bs.num_cores(),
+          "ram_gib": None if mem is None else round(mem, 1),
+          "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _versions() -> dict:
+  out = {}
+  for name in ("jax", "jaxlib", "flax", "optax", "torch", "transformers",
+               "trl"):
+    try:
+      from importlib import metadata  # pylint: disable=g-import-not-at-top
+
+      out[name] = metadata.version(name)
+    except Exception:  # pylint: disable=broad-except
+      out[name] = None
+  return out
+
+
+def _baselines_missing() -> str | None:
+  missing = [n for n in ("torch", "transformers", "trl")
+             if importlib.util.find_spec(n) is None]
+  if missing:
+    return (f"{', '.join(missing)} not installed (pip install -e .[bench]); "
+            "baselines skipped")
+  return None
+
+
+def run(*, quick: bool = False, sections: Sequence[str] = SECTIONS,
+        baselines: bool = True, in_process: bool = False,
+        workdir: str | None = None, timeout: float = 3600.0,
+        log=print) -> dict:
+  """Runs the benchmark; returns the result dict (see the module docstring).
+
+  Args:
+    quick: small shapes on the tiny model (a smoke run).
+    sections: which of `SECTIONS` to run.
+    baselines: also run HF / PyTorch / TRL (when installed).
+    in_process: run our jobs in this process (no per-section RSS; used by
+      the unit test); baselines always run in workers.
+    workdir: where exported checkpoints go (default: a temporary directory).
+    timeout: per-worker timeout in seconds.
+    log: progress printer.
+  """
+  st = bs.settings(quick)
+  result: dict[str, Any] = {
+      "meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+               "quick": quick, "machine": _machine(),
+               "versions": _versions(), "settings": st.__dict__,
+               "note": "CPU figures; see experiments/bench.py"},
+      "skipped": {},
+  }
+  skip_reason = None if baselines else "baselines disabled (--no-baselines)"
+  skip_reason = skip_reason or _baselines_missing()
+  if skip_reason:
+    result["skipped"]["baselines"] = skip_reason
+
+  def ours(section, model, **extra):
+    job = dict(framework="ours", section=section, model=model, quick=quick,
+               **extra)
+    log(f"[bench] ours {section} {model}")
+    if in_process:
+      try:
+        return _run_job(job)
+      except Exception:  # pylint: disable=broad-except
+        return {"error": traceback.format_exc(limit=8)[-3000:]}
+    return _spawn(job, timeout)
+
+  def theirs(section, model, **extra):
+    if skip_reason:
+      return None
+    job = dict(framework="torch", section=section, model=model, quick=quick,
+               hf_dir=hf_dirs[model], **extra)
+    log(f"[bench] baseline {section} {model}")
+    return _spawn(job, timeout)
+
+  tmp = None
+  if workdir is None:
+    tmp = tempfile.TemporaryDirectory(prefix="rlcs_bench_")
+    workdir = tmp.name
+  hf_dirs: dict[str, str] = {}
+  try:
+    if not skip_reason:
+      needed = set()
+      if "decode" in sections:
+        needed |= set(st.decode_models)
+      if "train" in sections:
+        needed |= set(st.train_models)
+      if "grpo" in sections:
+        needed |= {m for m in st.grpo_models if m != "tiny"}
+      for model in sorted(needed):
+        hf_dirs[model] = os.path.join(workdir, f"hf_{model}")
+        exported = ours("export", model, hf_dir=hf_dirs[model])
+        if "error" in exported:
+          result["skipped"][f"export_{model}"] = exported["error"]
+
+    if "decode" in sections:
+      result["decode"] = {}
+      for model in st.decode_models:
+        entry = {"ours": ours("decode", model),
+                 "hf": theirs("decode", model)}
+        entry["ratio"] = {
+            str(b): _ratio((entry["ours"] or {}).get(str(b)),
+                           (entry["hf"] or {}).get(str(b)), "tokens_per_s")
+            for b in st.decode_batches}
+        rows = {who: [entry[who][str(b)].pop("first_row_tokens")
+                      for b in st.decode_batches]
+                for who in ("ours", "hf")
+                if entry[who] and "error" not in entry[who]}
+        if len(rows) == 2:
+          # Same weights => same greedy tokens, up to float rounding ties.
+          entry["greedy_prefix_agreement"] = bs.median(
+              [_agreement(o, h) for o, h in zip(rows["ours"], rows["hf"])])
+        result["decode"][model] = entry
+
+    if "train" in sections:
+      result["train"] = {}
+      for model in st.train_models:
+        entry = {"ours": ours("train", model)}
+        flops = None
+        if "error" not in entry["ours"]:
+          flops = entry["ours"]["model_flops_per_s"] / entry["ours"][
+              "tokens_per_s"]
+        entry["torch"] = theirs("train", model, flops_per_token=flops)
+        entry["ratio"] = _ratio(entry["ours"], entry["torch"], "tokens_per_s")
+        result["train"][model] = entry
+
+    if "grpo" in sections:
+      result["grpo"] = {}
+      for model in st.grpo_models:
+        entry = {"ours": ours("grpo", model), "trl": None}
+        if model == "tiny":
+          result["skipped"]["grpo_tiny_trl"] = (
+              "the tiny model has no Hugging Face tokenizer; TRL runs on "
+              "SmolLM2 only")
+        else:
+          from rlcs_jax.model import smollm2  # pylint: disable=g-import-not-at-top
+
+          gguf = smollm2.find_gguf(smollm2.default_cache_dir())
+          entry["trl"] = theirs(
+              "grpo", model, tokenizer_source={
+                  "pretrained_model_name_or_path": os.path.dirname(gguf),
+                  "gguf_file": os.path.basename(gguf)})
+        # Speed-up: TRL's step time over ours.
+        entry["ratio"] = _ratio(entry["trl"], entry["ours"], "step_s")
+        result["grpo"][model] = entry
+
+    if "scaling" in sections:
+      result["scaling"] = {
+          "decode": {m: ours("scaling_decode", m)
+                     for m in st.scaling_decode_models},
+          "train": {m: ours("scaling_train", m)
+                    for m in st.scaling_train_models},
+      }
+  finally:
+    if tmp is not None:
+      tmp.cleanup()
+  result["targets"] = _targets(result)
+  return result
+
+
+def _get(tree: Any, path: Sequence[str]) -> Any:
+  for key in path:
+    if not isinstance(tree, dict) or key not in tree:
+      return None
+    tree = tree[key]
+  return tree
+
+
+def _targets(result: dict) -> list[dict]:
+  out = []
+  for name, path, op, threshold in TARGETS:
+    value = _get(result, path)
+    if not isinstance(value, (int, float)):
+      continue
+    met = value >= threshold if op == ">=" else value <= threshold
+    out.append({"target": name, "value": value,
+                "threshold": f"{op} {threshold}", "met": bool(met)})
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Table.
+
+
+def _fmt(x: Any, spec: str = ".1f") -> str:
+  if isinstance(x, (int, float)):
+    return format(x, spec)
+  return "-"
+
+
+def table(result: dict) -> str:
+  """A readable summary of `result`."""
+  lines = []
+  m = result["meta"]
+  lines.append(f"rlcs_jax benchmark {m['date']}  {m['machine']['cpu']}, "
+               f"{m['machine']['cores']} cores  (CPU figures"
+               f"{', --quick' if m['quick'] else ''})")
+  for k, v in result["skipped"].items():
+    lines.append(f"  skipped {k}: {v.splitlines()[-1] if v else v}")
+  if "decode" in result:
+    lines.append("\nDECODE (greedy, float32; tokens/s incl. prefill; "
+                 "compile excluded)")
+    lines.append(f"  {'model':8s} {'B':>3s} {'ours tok/s':>11s} "
+                 f"{'HF tok/s':>9s} {'ratio':>6s} {'ours prefill':>12s} "
+                 f"{'HF prefill':>10s} {'compile':>8s} {'RSS MB o/h':>12s}")
+    for model, e in result["decode"].items():
+      o, h = e["ours"] or {}, e["hf"] or {}
+      if "error" in o:
+        lines.append(f"  {model:8s} ours error: {o['error'].splitlines()[-1]}")
+      if "error" in h:
+        lines.append(f"  {model:8s} HF error: {h['error'].splitlines()[-1]}")
+      for b, r in e["ratio"].items():
+        ob, hb = o.get(b) or {}, h.get(b) or {}
+        lines.append(
+            f"  {model:8s} {b:>3s} {_fmt(ob.get('tokens_per_s')):>11s} "
+            f"{_fmt(hb.get('tokens_per_s')):>9s} {_fmt(r, '.2f'):>6s} "
+            f"{_fmt(1e3 * ob['prefill_s'] if ob else None):>10s}ms "
+            f"{_fmt(1e3 * hb['prefill_s'] if hb else None):>8s}ms "
+            f"{_fmt(ob.get('compile_s')):>7s}s "
+            f"{_fmt(o.get('peak_rss_mb'), '.0f'):>5s}/"
+            f"{_fmt(h.get('peak_rss_mb'), '.0f'):<5s}")
+      if "greedy_prefix_agreement" in e:
+        lines.append(f"  {model:8s} greedy tokens equal to HF's before the "
+                     f"first divergence (median row): {e['greedy_prefix_agreement']:.2f}")
+  if "train" in result:
+    lines.append("\nTRAIN STEP (SFT fwd+bwd+AdamW)")
+    lines.append(f"  {'model':8s} {'ours tok/s':>10s} {'torch tok/s':>11s} "
+                 f"{'ratio':>6s} {'ours GFLOP/s':>12s} {'matmul':>7s} "
+                 f"{'MFU':>5s} {'torch MFU':>9s} {'compile':>8s} "
+                 f"{'RSS MB o/t':>12s}")
+    for model, e in result["train"].items():
+      o, t = e["ours"] or {}, e["torch"] or {}
+      for who, d in (("ours", o), ("torch", t)):
+        if "error" in d:
+          lines.append(f"  {model:8s} {who} error: "
+                       f"{d['error'].splitlines()[-1]}")
+      lines.append(
+          f"  {model:8s} {_fmt(o.get('tokens_per_s'), '.0f'):>10s} "
+          f"{_fmt(t.get('tokens_per_s'), '.0f'):>11s} "
+          f"{_fmt(e['ratio'], '.2f'):>6s} "
+          f"{_fmt(o.get('model_flops_per_s', 0) / 1e9):>12s} "
+          f"{_fmt(o.get('matmul_flops_per_s', 0) / 1e9, '.0f'):>7s} "
+          f"{_fmt(o.get('mfu_vs_matmul'), '.2f'):>5s} "
+          f"{_fmt(t.get('mfu_vs_matmul'), '.2f'):>9s} "
+          f"{_fmt(o.get('compile_s')):>7s}s "
+          f"{_fmt(o.get('peak_rss_mb'), '.0f'):>5s}/"
+          f"{_fmt(t.get('peak_rss_mb'), '.0f'):<5s}")
+  if "grpo" in result:
+    lines.append("\nGRPO STEP (seconds; generate / reference / reward / "
+                 "update)")
+    for model, e in result["grpo"].items():
+      for who in ("ours", "trl"):
+        d = e.get(who)
+        if d is None:
+          continue
+        if "error" in d:
+          lines.append(f"  {model:8s} {who:5s} error: "
+                       f"{d['error'].splitlines()[-1]}")
+          continue
+        lines.append(
+            f"  {model:8s} {who:5s} step {_fmt(d['step_s'], '.2f'):>6s}  "
+            f"gen {_fmt(d['generate_s'], '.2f')}  ref "
+            f"{_fmt(d['reference_s'], '.2f')}  reward "
+            f"{_fmt(d['reward_s'], '.3f')}  update "
+            f"{_fmt(d['update_s'], '.2f')}  RSS "
+            f"{_fmt(d.get('peak_rss_mb'), '.0f')} MB")
+      lines.append(f"  {model:8s} ratio (TRL step / ours) "
+                   f"{_fmt(e['ratio'], '.2f')}")
+  if "scaling" in result:
+    lines.append("\nSCALING (ours)")
+    for model, d in result["scaling"]["decode"].items():
+      if "error" in d:
+        lines.append(f"  decode {model}: error "
+                     f"{d['error'].splitlines()[-1]}")
+        continue
+      cells = "  ".join(
+          f"T={k}: {v['ms_per_token']:.2f}" for k, v in d.items()
+          if isinstance(v, dict))
+      lines.append(f"  decode {model:8s} B={d['batch']} ms/token  {cells}  "
+                   f"max/min {d['max_over_min']:.2f}  RSS "
+                   f"{d['peak_rss_mb']:.0f} MB")
+    for model, d in result["scaling"]["train"].items():
+      if "error" in d:
+        lines.append(f"  train {model}: error "
+                     f"{d['error'].splitlines()[-1]}")
+        continue
+      cells = "  ".join(f"L={k}: {v['tokens_per_s']:.0f}"
+                        for k, v in d.items() if isinstance(v, dict))
+      lines.append(f"  train  {model:8s} tokens/s  {cells}  RSS "
+                   f"{d['peak_rss_mb']:.0f} MB")
+  if result.get("targets"):
+    lines.append("\nTARGETS")
+    for t in result["targets"]:
+      lines.append(f"  {'MET ' if t['met'] else 'MISS'} {t['target']:34s} "
+                   f"{t['value']:.2f} (target {t['threshold']})")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="small shapes, tiny model only")
+  parser.add_argument("--out", help="also write the JSON object here")
+  parser.add_argument("--sections", default=",".join(SECTIONS),
+                      help=f"comma-separated subset of {SECTIONS}")
+  parser.add_argument("--no-baselines", action="store_true",
+                      help="skip HF / PyTorch / TRL")
+  parser.add_argument("--in-process", action="store_true",
+                      help="run our jobs in this process (no per-section RSS)")
+  parser.add_argument("--workdir", help="keep exported checkpoints here")
+  parser.add_argument("--worker", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.worker:
+    return _worker_main(args.worker)
+  sections = [s for s in args.sections.split(",") if s]
+  unknown = set(sections) - set(SECTIONS)
+  if unknown:
+    parser.error(f"unknown sections {sorted(unknown)}; choose from "
+                 f"{SECTIONS}")
+  result = run(quick=args.quick, sections=sections,
+               baselines=not args.no_baselines, in_process=args.in_process,
+               workdir=args.workdir,
+               log=lambda s: print(s, file=sys.stderr, flush=True))
+  print(table(result))
+  print(json.dumps(result))
+  if args.out:
+    with open(args.out, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
