@@ -59,7 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
       )
   )
   # Where initial weights come from: "" (random init), or a pretrained
-  # checkpoint of `init.kind` ("hf" directory or "gguf" file).
+  # checkpoint of `init.kind` ("hf" directory or "gguf" file). kind=gguf with
+  # path="" is SmolLM2-135M-Instruct from the local cache (model/smollm2.py).
   c.init = ml_collections.ConfigDict(dict(kind="", path=""))
 
   c.tokenizer = ml_collections.ConfigDict(
@@ -172,6 +173,71 @@ def base_config() -> ml_collections.ConfigDict:
       target_words=30,  # For the target_length reward.
       lr=1e-4,
       warmup_steps=5,
+  ))
+
+  # RLCS: the generative reward model (GenRM) and pivot-judged policy RL.
+  c.genrm = ml_collections.ConfigDict(dict(
+      seq_len=576,  # Judge prompt + reasoning chain.
+      max_new_tokens=160,  # Judgement length budget.
+      eval_pairs=200,  # Held-out pairs for agreement (both orders).
+      win_prompts=100,  # Held-out prompts for policy win rates.
+      sft=ml_collections.ConfigDict(dict(
+          steps=300, batch_size=16, grad_accum=1, eval_every=100,
+          eval_batches=2, sample_every=0, num_samples=2, log_every=10)),
+      shaping=ml_collections.ConfigDict(dict(
+          lambda_min=0.5,  # Floor of the shaping factor.
+          target="reward",  # reward | advantage | loss_weight | none
+          entropy_source="verdict",  # verdict | response_mean | group_vote
+          format_failure_reward=-1.0,
+      )),
+      pivot_mode="pivot",  # pivot | pivot_both_orders | fixed_reference
+      #                      | round_robin
+  ))
+  # GenRM GRPO: same keys as `grpo` (read by the same trainer).
+  c.genrm_grpo = ml_collections.ConfigDict(c.grpo.to_dict())
+  c.genrm_grpo.update(dict(
+      steps=30, num_prompts=8, num_generations=4, max_new_tokens=160,
+      prompt_split="pairs_train", beta=0.0, lr=5e-5, eval_prompts=0))
+  # Policy GRPO with GenRM pivot rewards: same keys as `grpo`.
+  c.rlcs_grpo = ml_collections.ConfigDict(c.grpo.to_dict())
+  c.rlcs_grpo.update(dict(steps=30, num_prompts=8, num_generations=4,
+                          max_new_tokens=128, prompt_split="contexts_train",
+                          lr=5e-5, eval_prompts=0))
+
+  # RLMR: a writing score mixed with constraint violations (SPEC §4).
+  c.rlmr = ml_collections.ConfigDict(dict(
+      # rlmr | single_writing | single_constraint | fixed_mix | floor
+      # | naive_range (grpo/mixing.py).
+      rule="rlmr",
+      delta=0.1,  # Margin below the group mean, in writing-score units.
+      alpha=0.5,  # Writing weight of fixed_mix.
+      violation="any",  # any: 1 if any instruction fails | fraction failed.
+      all_violate_mode="raw",  # Groups with k=0 or k=G: raw (r=w) | zero_advantage
+      verifier_mode="strict",  # strict | loose checks in the training reward.
+      writing_score="heuristic",  # A key of trainers/rlmr.py WRITING_SCORERS.
+      heuristic_words=40,  # heuristic: word count where the length term is 1.
+      sft_include_constraints=True,  # Policy SFT also on sft_constraints.
+      # >0: hold out this many prompts of rlmr_grpo.prompt_split for the
+      # before/after evaluation (one prompt file, e.g. the bundled prompts);
+      # 0: evaluate on the matching *_eval split.
+      holdout=0,
+  ))
+  # RLMR policy GRPO: same keys as `grpo`; eval_prompts = held-out prompts
+  # scored before and after.
+  c.rlmr_grpo = ml_collections.ConfigDict(c.grpo.to_dict())
+  c.rlmr_grpo.update(dict(prompt_split="constraints_train", eval_prompts=64))
+  # IFEval evaluation (job ifeval_eval; RLMR's before/after generations).
+  c.eval = ml_collections.ConfigDict(dict(
+      prompts="",  # IFEval prompts JSONL; "" = the bundled creative prompts.
+      responses="",  # JSONL of {"prompt": ..., "response": ...} to score.
+      skip_missing=False,  # Score only prompts that have a response.
+      temperature=0.0,  # Sampling of evaluation generations; 0 = greedy.
+      max_new_tokens=0,  # 0 = the GRPO section's max_new_tokens.
+  ))
+  # The sample job: a few prompts through the sampler (`sampler` settings).
+  c.sample = ml_collections.ConfigDict(dict(
+      prompts="",  # IFEval-format JSONL; "" = the bundled creative prompts.
+      num_prompts=4,
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

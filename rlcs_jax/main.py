@@ -22,8 +22,29 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "distributed",
     None,
     "Call jax.distributed.initialize(); default: when JAX_COORDINATOR_ADDRESS"
-    " (or a cluster environment) is present.",
+    " is set. JAX_NUM_PROCESSES and JAX_PROCESS_ID, when set, are passed to"
+    " it; otherwise JAX detects them from the cluster (TPU pods, SLURM...).",
 )
+
+# Launch variables for `jax.distributed.initialize` (JAX itself reads only
+# the coordinator address; the other two are ours, for plain multi-process
+# launches without a cluster manager).
+_DISTRIBUTED_ENV = {
+    "coordinator_address": ("JAX_COORDINATOR_ADDRESS", str),
+    "num_processes": ("JAX_NUM_PROCESSES", int),
+    "process_id": ("JAX_PROCESS_ID", int),
+}
+
+
+def _initialize_distributed(jax) -> None:
+  """`jax.distributed.initialize` with the launch variables that are set."""
+  kwargs = {
+      name: cast(os.environ[var])
+      for name, (var, cast) in _DISTRIBUTED_ENV.items()
+      if os.environ.get(var)
+  }
+  logging.info("jax.distributed.initialize(%s)", kwargs)
+  jax.distributed.initialize(**kwargs)
 
 
 def _jobs():
@@ -50,7 +71,7 @@ def main(argv):
   if _DISTRIBUTED.value or (
       _DISTRIBUTED.value is None and "JAX_COORDINATOR_ADDRESS" in os.environ
   ):
-    jax.distributed.initialize()
+    _initialize_distributed(jax)
   config = _CONFIG.value
   workdir = _WORKDIR.value
   if config is None or workdir is None:

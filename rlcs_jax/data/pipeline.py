@@ -46,8 +46,8 @@ class SftFeaturizer:
     if len(prompt) >= self.seq_len:
       raise PromptTooLongError(
           f"{self.source_name}: record {record['id']!r} has a {len(prompt)}-"
-          f"token prompt; data.seq_len={self.seq_len} leaves no room for the "
-          "response (raise data.seq_len or shorten the prompt)"
+          f"token prompt; seq_len={self.seq_len} leaves no room for the "
+          "response (raise the stage's seq_len or shorten the prompt)"
       )
     ids = (prompt + response)[: self.seq_len]  # Long responses are cut.
     tokens = np.full(self.seq_len, tok.pad_id, np.int32)

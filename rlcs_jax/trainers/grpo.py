@@ -408,8 +408,15 @@ def rollout_metrics(roll: Rollout, cfg: GRPOConfig) -> dict[str, float]:
 
 def train(trainer: GRPOTrainer, prompt_source, *, prompt_kind: str,
           stop: preemption.StopRequest | None = None,
-          on_step: Callable[[int, Rollout, dict], None] | None = None) -> Any:
-  """Runs (or resumes) the GRPO loop; returns the final policy params."""
+          on_step: Callable[[int, Rollout, dict], None] | None = None,
+          shape_fn: Callable[[GRPOTrainer, Rollout], tuple[Any, Any, dict]]
+          | None = None) -> Any:
+  """Runs (or resumes) the GRPO loop; returns the final policy params.
+
+  `shape_fn(trainer, rollout) -> (advantages_PR | None, seq_weight_PR |
+  None, metrics)` lets a stage replace the group advantages or add
+  per-sequence loss weights (GenRM entropy shaping).
+  """
   config, g = trainer.config, trainer.cfg
   ckpt = ckpt_lib.Checkpointer(os.path.join(trainer.stage_dir, "checkpoints"),
                                max_to_keep=config.ckpt.max_to_keep)
@@ -435,7 +442,13 @@ def train(trainer: GRPOTrainer, prompt_source, *, prompt_kind: str,
       t0 = time.perf_counter()
       roll = trainer.rollout(prompt_iter, step)
       t1 = time.perf_counter()
-      metrics, timings = trainer.train_step(roll)
+      adv = weight = None
+      extra = {}
+      if shape_fn is not None:
+        adv, weight, extra = shape_fn(trainer, roll)
+      metrics, timings = trainer.train_step(roll, seq_weight=weight,
+                                            advantages=adv)
+      metrics.update(extra)
       done = step + 1
       metrics.update(rollout_metrics(roll, g))
       metrics.update(timings)
@@ -447,9 +460,9 @@ def train(trainer: GRPOTrainer, prompt_source, *, prompt_kind: str,
         raise FloatingPointError(
             f"{trainer.stage}: {consecutive_skips} consecutive updates had "
             f"non-finite gradients (last at step {done}); stopping")
-      writer.write(done, metrics)
       if on_step is not None:
         on_step(done, roll, metrics)
+      writer.write(done, metrics)
       bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}")
       preempt = stop is not None and stop.should_stop(done) and done < g.steps
       if done % config.ckpt.every_steps == 0 or done == g.steps or preempt:

@@ -24,6 +24,7 @@ from rlcs_jax.sampler import text as text_sampler
 from rlcs_jax.tokenizer import Tokenizer
 from rlcs_jax.trainers import grpo
 from rlcs_jax.trainers import rewards as rewards_lib
+from rlcs_jax.trainers import rlcs
 from rlcs_jax.trainers import setup
 from rlcs_jax.trainers import sft
 
@@ -38,6 +39,7 @@ class Run:
   files: dict[str, str]
   tokenizer: Tokenizer
   model_cfg: ModelConfig
+  stop: preemption.StopRequest | None = None
 
   @property
   def rules(self):
@@ -50,7 +52,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Run:
   files = setup.data_files(config, workdir)
   tokenizer = setup.load_tokenizer(config, workdir, files)
   return Run(config, workdir, mesh, files, tokenizer,
-             setup.model_config(config, tokenizer))
+             setup.model_config(config, tokenizer), stop=_stop_request())
 
 
 def _stop_request() -> preemption.StopRequest:
@@ -78,7 +80,7 @@ def policy_sft(run: Run) -> Any:
                    init_params=setup.pretrained_params(run.config,
                                                        run.model_cfg,
                                                        run.mesh),
-                   sample_prompts=prompts, stop=_stop_request())
+                   sample_prompts=prompts, stop=run.stop)
 
 
 def sft_job(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -164,8 +166,7 @@ def grpo_job(config: ml_collections.ConfigDict, workdir: str) -> None:
                                model_cfg=run.model_cfg,
                                tokenizer=run.tokenizer, mesh=run.mesh,
                                init_params=init, reward_components=components)
-    params = grpo.train(trainer, source, prompt_kind=kind,
-                        stop=_stop_request())
+    params = grpo.train(trainer, source, prompt_kind=kind, stop=run.stop)
   results["after"] = evaluate_rewards(run, params, eval_records, components,
                                       config.seed)
   if jax.process_index() == 0:
@@ -175,7 +176,20 @@ def grpo_job(config: ml_collections.ConfigDict, workdir: str) -> None:
     print(json.dumps(results, indent=2))
 
 
+def rlcs_job(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """RLCS end to end: policy SFT -> GenRM SFT -> GenRM GRPO -> policy GRPO
+  with GenRM pivot rewards -> evaluation (results.json)."""
+  run = prepare(config, workdir)
+  results = rlcs.run_all(run, policy_sft(run))
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, "rlcs_results.json")
+    with open(path, "w") as f:
+      json.dump(results, f, indent=2)
+    print(json.dumps(results, indent=2))
+
+
 JOBS = {
     "sft": sft_job,
     "grpo": grpo_job,
+    "rlcs": rlcs_job,
 }

@@ -83,12 +83,12 @@ def data_files(
     with open(tmp, "w") as f:
       json.dump({"spec": want, "files": files}, f)
     os.replace(tmp, manifest)
-  _sync("storyworld")
+  sync("storyworld")
   with open(manifest) as f:
     return json.load(f)["files"]
 
 
-def _sync(name: str):
+def sync(name: str):
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
 
@@ -123,7 +123,7 @@ def load_tokenizer(
     )
     for ext in (".model", ".vocab"):
       os.replace(prefix + ".tmp" + ext, prefix + ext)
-  _sync("tokenizer")
+  sync("tokenizer")
   return tokenizer_lib.SentencePieceTokenizer(prefix + ".model")
 
 

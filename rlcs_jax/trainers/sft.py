@@ -136,6 +136,7 @@ def train(
     init_params: Any = None,
     section: ml_collections.ConfigDict | None = None,
     sample_prompts: list[str] | None = None,
+    seq_len: int | None = None,
     stop: preemption.StopRequest | None = None,
 ) -> Any:
   """Runs (or resumes) SFT; returns the final parameters.
@@ -172,7 +173,7 @@ def train(
   meta = ckpt_lib.model_meta(model_cfg)
 
   featurize = pipeline.SftFeaturizer(
-      tokenizer, config.data.seq_len, source_name=stage
+      tokenizer, seq_len or config.data.seq_len, source_name=stage
   )
   local_batch = _per_process(sc.batch_size, mesh)
   train_iter = pipeline.batched_iterator(
