@@ -204,6 +204,16 @@ def base_config() -> ml_collections.ConfigDict:
                           max_new_tokens=128, prompt_split="contexts_train",
                           lr=5e-5, eval_prompts=0))
 
+  # Scalar Bradley–Terry reward model (RLCS baseline, RLMR writing score).
+  c.scalar_rm = ml_collections.ConfigDict(dict(
+      steps=200,
+      batch_size=16,  # Pairs per step (global); each is 2 sequences.
+      grad_accum=1,  # Micro-batches per step (batch_size must divide).
+      lr=3e-4,  # Replaces optim.lr; the rest of `optim` applies.
+      seq_len=320,  # Prompt + response; the response tail is cut to fit.
+      eval_pairs=200,  # Held-out pairs for eval loss/accuracy and agreement.
+  ))
+
   # RLMR: a writing score mixed with constraint violations (SPEC §4).
   c.rlmr = ml_collections.ConfigDict(dict(
       # rlmr | single_writing | single_constraint | fixed_mix | floor

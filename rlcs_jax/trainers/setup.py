@@ -7,6 +7,7 @@ files, the trained tokenizer and the prepared TFDS datasets.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from typing import Any
@@ -103,7 +104,12 @@ def load_tokenizer(
   if tc.kind == "gguf":
     from rlcs_jax import bpe_tokenizer  # Only for pretrained GGUF models.
 
-    return bpe_tokenizer.from_gguf(tc.path or config.init.path)
+    path = tc.path or (init_path(config) if config.init.kind == "gguf" else "")
+    if not path:
+      raise ValueError(
+          "tokenizer.kind=gguf needs tokenizer.path (or init.kind=gguf)"
+      )
+    return bpe_tokenizer.BPETokenizer.from_gguf(path)
   if tc.kind != "sentencepiece":
     raise ValueError(
         f"tokenizer.kind must be sentencepiece or gguf, got " f"{tc.kind!r}"
@@ -191,9 +197,10 @@ def pretrained_params(
   from rlcs_jax.trainers import state as state_lib
 
   shardings = state_lib.param_shardings(model_cfg, mesh, rules(config))
-  loaded_cfg, params = weights.load_pretrained(
+  path = init_path(config)
+  loaded = weights.load_pretrained(
       config.init.kind,
-      config.init.path,
+      path,
       param_dtype=model_cfg.param_dtype,
       shardings=shardings,
   )
@@ -205,11 +212,26 @@ def pretrained_params(
       "num_kv_heads",
       "head_dim",
       "mlp_dim",
+      "tie_embeddings",
+      "qkv_bias",
+      "qk_norm",
+      "rope_theta",
+      "rms_eps",
   ):
-    if getattr(loaded_cfg, field) != getattr(model_cfg, field):
+    have, want = getattr(loaded.config, field), getattr(model_cfg, field)
+    # GGUF stores floats as float32: compare rope_theta / rms_eps loosely.
+    if not math.isclose(have, want, rel_tol=1e-5):
       raise ValueError(
-          f"init.path={config.init.path}: checkpoint has {field}="
-          f"{getattr(loaded_cfg, field)} but the config has "
-          f"{getattr(model_cfg, field)}; set model.preset to match"
+          f"init.path={path}: checkpoint has {field}={have} but the config "
+          f"has {want}; set model.preset to match"
       )
-  return params
+  return loaded.params
+
+
+def init_path(config: ml_collections.ConfigDict) -> str:
+  """`init.path`; for kind=gguf with no path, SmolLM2 from the local cache."""
+  if config.init.path or config.init.kind != "gguf":
+    return config.init.path
+  from rlcs_jax.model import smollm2  # Only for the default GGUF model.
+
+  return smollm2.find_gguf(smollm2.default_cache_dir())
