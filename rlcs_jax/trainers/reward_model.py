@@ -44,7 +44,12 @@ from rlcs_jax.tokenizer import Tokenizer
 from rlcs_jax.trainers import sft
 from rlcs_jax.trainers import state as state_lib
 
-BATCH_KEYS = ("chosen_tokens", "chosen_valid", "rejected_tokens", "rejected_valid")
+BATCH_KEYS = (
+    "chosen_tokens",
+    "chosen_valid",
+    "rejected_tokens",
+    "rejected_valid",
+)
 # Scoring lengths (capped at the scorer's seq_len, which is always a bucket).
 SCORE_BUCKETS = (64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 
@@ -97,7 +102,12 @@ def make_train_step(
       grads, loss_sum, count, msums = carry
       (s, (c, m)), g = grad_fn(state.params, b)
       msums = {k: msums[k] + m[k][0] for k in msums}
-      return (jax.tree.map(jnp.add, grads, g), loss_sum + s, count + c, msums), None
+      return (
+          jax.tree.map(jnp.add, grads, g),
+          loss_sum + s,
+          count + c,
+          msums,
+      ), None
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     init = (
@@ -403,9 +413,7 @@ class Scorer:
       self, prompts: Sequence[str], responses: Sequence[str]
   ) -> np.ndarray:
     if len(prompts) != len(responses):
-      raise ValueError(
-          f"{len(prompts)} prompts but {len(responses)} responses"
-      )
+      raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     seqs = [
         scalar_rm.encode_scored(
             self.tokenizer, p, r, self.seq_len, name=f"row {i}"
