@@ -103,7 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
                   constraints_eval="",
               )
           ),
-          seq_len=320,  # SFT sequence length (prompt + response).
+          seq_len=256,  # SFT sequence length (prompt + response).
           num_threads=2,  # grain read/featurize threads.
       )
   )
