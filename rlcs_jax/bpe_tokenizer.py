@@ -42,6 +42,11 @@ PRE_TOKENIZERS: dict[str, tuple[str, ...]] = {
     # Digits are split off one by one first (HF: Digits(individual_digits)).
     "smollm": (r"[{N}]", _GPT2_PATTERN),
     "starcoder": (r"[{N}]", _GPT2_PATTERN),
+    # Qwen2 / Qwen2.5 / Qwen3 (Hugging Face tokenizer.json Split regex).
+    "qwen2": (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n{L}{N}]?[{L}]+|[{N}]"
+        r"| ?[^{S}{L}{N}]+[\r\n]*|[{S}]*[\r\n]+|[{S}]+(?![^{S}])|[{S}]+",
+    ),
 }
 
 # Unicode White_Space property (what \s means in Rust regex / Oniguruma).
@@ -272,6 +277,59 @@ class BPETokenizer(Tokenizer):
         pre=meta.get("tokenizer.ggml.pre", "gpt2"),
         chat_template=meta.get("tokenizer.chat_template"),
     )
+
+  @classmethod
+  def from_hf_dir(cls, path: str, *, pre: str = "qwen2") -> BPETokenizer:
+    """Reads a Hugging Face byte-level BPE `tokenizer.json` (+ config).
+
+    Added tokens marked `special` become control tokens; the chat template
+    and eos/pad come from `tokenizer_config.json`. `pre` names the
+    pre-tokenizer (Qwen2-family default).
+    """
+    import json  # pylint: disable=g-import-not-at-top
+    import os  # pylint: disable=g-import-not-at-top
+
+    tok_path = os.path.join(path, "tokenizer.json")
+    if not os.path.exists(tok_path):
+      raise FileNotFoundError(f"no tokenizer.json in {path}")
+    with open(tok_path, encoding="utf-8") as f:
+      spec = json.load(f)
+    model = spec.get("model", {})
+    if model.get("type") != "BPE":
+      raise ValueError(f"{tok_path}: model.type={model.get('type')!r}, "
+                       "expected byte-level 'BPE'")
+    vocab = dict(model["vocab"])
+    types = {}
+    for added in spec.get("added_tokens", []):
+      vocab[added["content"]] = added["id"]
+      types[added["id"]] = (TOKEN_CONTROL if added.get("special") else
+                            TOKEN_USER_DEFINED)
+    size = max(vocab.values()) + 1
+    tokens = [f"<unused_{i}>" for i in range(size)]
+    for token, i in vocab.items():
+      tokens[i] = token
+    token_types = [types.get(i, TOKEN_NORMAL) for i in range(size)]
+    merges = [m if isinstance(m, str) else " ".join(m)
+              for m in model.get("merges", [])]
+    config = {}
+    cfg_path = os.path.join(path, "tokenizer_config.json")
+    if os.path.exists(cfg_path):
+      with open(cfg_path, encoding="utf-8") as f:
+        config = json.load(f)
+
+    def token_id(key):
+      value = config.get(key)
+      if isinstance(value, dict):
+        value = value.get("content")
+      return vocab.get(value) if value else None
+
+    eos = token_id("eos_token")
+    if eos is None:
+      raise ValueError(f"{cfg_path}: no eos_token found")
+    return cls(tokens, merges, eos_id=eos, token_types=token_types,
+               pad_id=token_id("pad_token"),
+               bos_id=token_id("bos_token") if config.get("add_bos_token")
+               else None, pre=pre, chat_template=config.get("chat_template"))
 
   @classmethod
   def from_gguf(cls, path: str) -> BPETokenizer:
