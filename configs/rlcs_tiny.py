@@ -17,17 +17,19 @@ def get_config(arg=None):
   c.unlock()
   c.job = "rlcs"
   if "test" in (arg or ""):
-    c.genrm.seq_len = 1280
-    c.model.max_seq_len = 1536
-    c.sampler.prompt_buckets = (64, 128, 256, 512, 1024, 1280)
+    c.tokenizer.vocab_size = 1500  # Judge prompts ~2x shorter than at 400.
+    c.genrm.seq_len = 768
+    c.model.max_seq_len = 1024
+    c.sampler.prompt_buckets = (128, 256, 512, 768)
     c.genrm.max_new_tokens = 16
     c.genrm.eval_pairs = 4
     c.genrm.win_prompts = 4
-    c.genrm.sft.update(dict(steps=2, batch_size=4, eval_every=0))
+    c.genrm.sft.update(dict(steps=2, batch_size=8, eval_every=0))
     for section in (c.genrm_grpo, c.rlcs_grpo):
-      section.update(dict(steps=2, num_prompts=2, num_generations=2,
+      section.update(dict(steps=2, num_prompts=4, num_generations=2,
                           max_new_tokens=16))
     c.rlcs_grpo.max_new_tokens = 12
+    c.scalar_rm.update(dict(steps=2, batch_size=8, eval_pairs=4))
   c.lock()
   return c
 

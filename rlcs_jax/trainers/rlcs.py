@@ -249,8 +249,23 @@ def policy_grpo(run, policy_params, genrm_params) -> Any:
 # The whole RLCS reproduction.
 
 
+def scalar_rm(run, policy_params) -> Any:
+  """Bradley-Terry scalar RM on the same pairs (the GenRM's baseline)."""
+  from rlcs_jax.trainers import reward_model
+  stage = "scalar_rm"
+  if sft.stage_is_done(run.workdir, stage):
+    return reward_model.load_params(run.workdir, stage, run.model_cfg,
+                                    run.mesh, run.rules)
+  source = setup.datasets("pairs", {"train": run.files["pairs_train"]},
+                          run.workdir)["train"]
+  return reward_model.train_scalar_rm(
+      run.config, run.workdir, stage=stage, model_cfg=run.model_cfg,
+      tokenizer=run.tokenizer, mesh=run.mesh, pairs_source=source,
+      init_backbone=policy_params, stop=run.stop)
+
+
 def evaluate(run, policy_sft, genrm_sft_params, genrm_grpo_params,
-             rl_policy) -> dict[str, Any]:
+             rl_policy, rm_params=None) -> dict[str, Any]:
   """Held-out GenRM agreement, rater ceiling and policy win rates."""
   from rlcs_jax.eval import rlcs_eval  # Evaluation may see the rater.
   cfg = run.config
@@ -261,6 +276,11 @@ def evaluate(run, policy_sft, genrm_sft_params, genrm_grpo_params,
   for name, params in (("genrm_sft", genrm_sft_params),
                        ("genrm_grpo", genrm_grpo_params)):
     out[name] = rlcs_eval.judge_agreement(make_judge(run, params), pairs)
+  if rm_params is not None:
+    from rlcs_jax.trainers import reward_model
+    scorer = reward_model.make_scorer(rm_params, run.model_cfg, run.tokenizer)
+    out["scalar_rm"] = rlcs_eval.scorer_agreement(
+        scorer, pairs[:cfg.scalar_rm.eval_pairs])
   contexts = jsonl.read_jsonl(run.files["contexts_eval"],
                               "contexts")[:cfg.genrm.win_prompts]
   prompts = [r["prompt"] for r in contexts]
@@ -288,8 +308,9 @@ def evaluate(run, policy_sft, genrm_sft_params, genrm_grpo_params,
 
 
 def run_all(run, policy_params) -> dict[str, Any]:
-  """GenRM SFT -> GenRM GRPO -> policy GRPO (pivot) -> evaluation."""
+  """Scalar RM, GenRM SFT -> GenRM GRPO -> policy GRPO (pivot) -> eval."""
+  rm = scalar_rm(run, policy_params)
   g_sft = genrm_sft(run, policy_params)
   g_grpo = genrm_grpo(run, g_sft)
   rl_policy = policy_grpo(run, policy_params, g_grpo)
-  return evaluate(run, policy_params, g_sft, g_grpo, rl_policy)
+  return evaluate(run, policy_params, g_sft, g_grpo, rl_policy, rm)
