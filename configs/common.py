@@ -128,6 +128,10 @@ def base_config() -> ml_collections.ConfigDict:
           sample_every=0,  # 0: only at the end.
           num_samples=4,  # Continuations written to samples_<step>.txt.
           log_every=10,
+          # Updates with a non-finite loss/gradient are skipped (the batch is
+          # saved to <stage>/bad_batch_step<N>.npz); stop after this many in
+          # a row.
+          max_consecutive_skips=5,
       )
   )
 
@@ -183,7 +187,8 @@ def base_config() -> ml_collections.ConfigDict:
       win_prompts=100,  # Held-out prompts for policy win rates.
       sft=ml_collections.ConfigDict(dict(
           steps=300, batch_size=16, grad_accum=1, eval_every=100,
-          eval_batches=2, sample_every=0, num_samples=2, log_every=10)),
+          eval_batches=2, sample_every=0, num_samples=2, log_every=10,
+          max_consecutive_skips=5)),
       shaping=ml_collections.ConfigDict(dict(
           lambda_min=0.5,  # Floor of the shaping factor.
           target="reward",  # reward | advantage | loss_weight | none
@@ -222,9 +227,12 @@ def base_config() -> ml_collections.ConfigDict:
       delta=0.1,  # Margin below the group mean, in writing-score units.
       alpha=0.5,  # Writing weight of fixed_mix.
       violation="any",  # any: 1 if any instruction fails | fraction failed.
-      all_violate_mode="raw",  # Groups with k=0 or k=G: raw (r=w) | zero_advantage
+      # No contrast in the group (k=0 or k=G): raw (r = w) | zero_advantage.
+      all_violate_mode="raw",
       verifier_mode="strict",  # strict | loose checks in the training reward.
-      writing_score="heuristic",  # A key of trainers/rlmr.py WRITING_SCORERS.
+      # heuristic | scalar_rm (a BT reward model trained on pairs_train):
+      # trainers/rlmr.py WRITING_SCORERS.
+      writing_score="heuristic",
       heuristic_words=40,  # heuristic: word count where the length term is 1.
       sft_include_constraints=True,  # Policy SFT also on sft_constraints.
       # >0: hold out this many prompts of rlmr_grpo.prompt_split for the
@@ -242,7 +250,7 @@ def base_config() -> ml_collections.ConfigDict:
       responses="",  # JSONL of {"prompt": ..., "response": ...} to score.
       skip_missing=False,  # Score only prompts that have a response.
       temperature=0.0,  # Sampling of evaluation generations; 0 = greedy.
-      max_new_tokens=0,  # 0 = the GRPO section's max_new_tokens.
+      max_new_tokens=0,  # 0 = rlmr_grpo.max_new_tokens.
   ))
   # The sample job: a few prompts through the sampler (`sampler` settings).
   c.sample = ml_collections.ConfigDict(dict(
@@ -260,4 +268,13 @@ def base_config() -> ml_collections.ConfigDict:
       )
   )
   c.log = ml_collections.ConfigDict(dict(progress_bar=True))
+  # Memory planning (`python -m rlcs_jax.memory_plan`): the accelerator the
+  # config is sized for. Runs never read it.
+  c.plan = ml_collections.ConfigDict(dict(
+      chip="cpu",  # Label, e.g. tpu_v5p | tpu_v4 | h100.
+      chip_memory_gib=0.0,  # HBM per device; 0 = nothing to check against.
+      # Fraction of HBM left for activations, the rollout KV cache and XLA
+      # temporaries; params + grads + AdamW + frozen copies get the rest.
+      activation_headroom=0.3,
+  ))
   return c

@@ -28,9 +28,9 @@ Timing: a first call (compile + run; reported as compile time), then several
 repetitions, median reported, each ending in `block_until_ready` or a host
 transfer. torch gets as many threads as XLA's CPU client uses.
 
-The GRPO step is composed from the sampler, `grpo.advantages`,
-`grpo.losses.grpo_loss` and the trainers' optimizer (`bench_jax.run_grpo`):
-the GRPO trainer did not exist yet when the benchmark was written.
+The GRPO step drives the real trainer (`trainers/grpo.GRPOTrainer`:
+`rollout` then `train_step`) with TRL-aligned settings, fixed-length
+rollouts (no stop token) and raw-text prompts on both sides.
 """
 
 from __future__ import annotations
@@ -430,7 +430,8 @@ def table(result: dict) -> str:
             f"gen {_fmt(d['generate_s'], '.2f')}  ref "
             f"{_fmt(d['reference_s'], '.2f')}  reward "
             f"{_fmt(d['reward_s'], '.3f')}  update "
-            f"{_fmt(d['update_s'], '.2f')}  RSS "
+            f"{_fmt(d['update_s'], '.2f')}  other "
+            f"{_fmt(d.get('other_s'), '.2f')}  RSS "
             f"{_fmt(d.get('peak_rss_mb'), '.0f')} MB")
       lines.append(f"  {model:8s} ratio (TRL step / ours) "
                    f"{_fmt(e['ratio'], '.2f')}")

@@ -12,7 +12,6 @@ V vocab, Pg prompts per GRPO step, R samples per prompt.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -20,15 +19,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from experiments import bench_setup as bs
-from rlcs_jax.grpo import advantages as adv_lib
-from rlcs_jax.grpo import logprobs as logprobs_lib
-from rlcs_jax.grpo import losses
 from rlcs_jax.model import weights
 from rlcs_jax.model.config import PRESETS, ModelConfig, dtype_of
-from rlcs_jax.model.transformer import Transformer, output_logits
+from rlcs_jax.model.transformer import Transformer
 from rlcs_jax.sampler import sampling
 from rlcs_jax.trainers import sft
 from rlcs_jax.trainers import state as state_lib
@@ -211,106 +206,131 @@ def run_scaling_train(name: str, st: bs.Settings) -> dict:
 
 
 # ----------------------------------------------------------------------------
-# GRPO step: generate -> reference log-probs -> reward -> update.
+# GRPO step: the real trainer (`trainers/grpo.py`), one step at a time.
 
 
-def _completion_logprobs(params, cfg: ModelConfig, seq_BL, valid_BL,
-                         prompt_len: int):
-  """log p(completion tokens) under `params`; seq = prompt (P) + completion.
+class _NoStopTokenizer:
+  """A tokenizer whose prompts are used raw and whose generations never stop.
 
-  Only the completion positions go through the output head.
+  The benchmark compares fixed-length rollouts (T tokens every time, like
+  TRL with `min_new_tokens=T`) on plain-text prompts.
   """
-  hidden, _ = Transformer(cfg).apply({"params": params}, seq_BL[:, :-1],
-                                     valid_BL=valid_BL[:, :-1],
-                                     return_hidden=True)
-  logits = output_logits(params, cfg, hidden[:, prompt_len - 1:])
-  return logprobs_lib.token_logprobs(logits, seq_BL[:, prompt_len:])
+
+  def __init__(self, base):
+    self._base = base
+    self.vocab_size = base.vocab_size
+    self.pad_id = getattr(base, "pad_id", 0)
+    self.eos_id = getattr(base, "eos_id", 0)
+    self.bos_id = getattr(base, "bos_id", None)
+    self.unk_id = getattr(base, "unk_id", None)
+    self.stop_ids = ()
+
+  def encode(self, text: str) -> list[int]:
+    return self._base.encode(text)
+
+  def decode(self, ids) -> str:
+    return self._base.decode(ids)
+
+  def format_prompt(self, user_text: str) -> str:
+    return user_text
+
+  def encode_prompt(self, user_text: str) -> list[int]:
+    prefix = [] if self.bos_id is None else [self.bos_id]
+    return prefix + self.encode(user_text)
 
 
-def compose_grpo_step(cfg: ModelConfig, tx, loss_cfg: losses.LossConfig,
-                      prompt_len: int):
-  """Jitted (reference, update) functions of one GRPO step."""
+def _grpo_config(st: bs.Settings):
+  """The GRPO trainer's config with the benchmark's settings (TRL-aligned:
+  token-mean ("dapo") aggregation, k3 KL, eps 0.2, lr 1e-6, one update)."""
+  from configs import grpo_tiny  # pylint: disable=g-import-not-at-top
 
-  @jax.jit
-  def reference(ref_params, seq_BL, valid_BL):
-    return _completion_logprobs(ref_params, cfg, seq_BL, valid_BL, prompt_len)
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def update(state, seq_BL, valid_BL, old_logp_BT, ref_logp_BT, rewards_PR):
-    adv_PR, _ = adv_lib.group_advantages(rewards_PR)
-    mask_BT = valid_BL[:, prompt_len:]
-
-    def loss_fn(p):
-      logp = _completion_logprobs(p, cfg, seq_BL, valid_BL, prompt_len)
-      (s, c), metrics = losses.grpo_loss(logp, old_logp_BT, adv_PR.reshape(-1),
-                                         mask_BT, loss_cfg,
-                                         ref_logp_BL=ref_logp_BT)
-      return s / jnp.maximum(c, 1), metrics
-
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state), loss
-
-  return reference, update
+  config = grpo_tiny.get_config()
+  config.unlock()
+  g = config.grpo
+  g.num_prompts, g.num_generations = st.grpo_prompts, st.grpo_samples
+  g.max_new_tokens, g.temperature, g.beta = st.grpo_new, 1.0, st.grpo_beta
+  g.num_iterations, g.micro_batch, g.dynamic_sampling = 1, 0, False
+  g.kl_estimator, g.aggregation = "k3", "token_mean"
+  g.clip_eps_low = g.clip_eps_high = 0.2
+  g.scale_by_std, g.overlong = True, "none"
+  g.lr, g.warmup_steps = 1e-6, 0
+  config.sampler.top_k, config.sampler.top_p = 0, 1.0
+  config.sampler.prompt_buckets = (16, 32, 64, 128, 256)
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+  config.optim.weight_decay = 0.0
+  config.lock()
+  return config
 
 
 def run_grpo(name: str, st: bs.Settings) -> dict:
-  """One GRPO step (Pg prompts x R samples x T tokens), time split by phase.
+  """One GRPO step of the real trainer, time split by phase.
 
-  Composed from the sampler, `grpo.advantages`, `grpo.losses.grpo_loss` and
-  the trainer's optimizer (see the module docstring of `bench.py` for why).
-  Settings match TRL's defaults where TRL's are the reference: token-mean
-  ("dapo") aggregation, k3 KL, eps 0.2, AdamW lr 1e-6, clip 1.0.
+  rollout = sampling + decoding + rewards (`GRPOTrainer.rollout`); the
+  reward time is measured inside the reward function, so generate =
+  rollout - reward. `train_step` reports its reference and update times;
+  the rest of it (advantages, the old-policy log-prob pass, host -> device)
+  is `other_s`.
   """
+  import tempfile  # pylint: disable=g-import-not-at-top
+
+  from rlcs_jax.trainers import grpo  # pylint: disable=g-import-not-at-top
+  from rlcs_jax.trainers import rewards as rewards_lib  # pylint: disable=g-import-not-at-top
+  from rlcs_jax import sharding as shd  # pylint: disable=g-import-not-at-top
+
   cfg, params, tokenizer = load_model(name)
-  pg, r, t = st.grpo_prompts, st.grpo_samples, st.grpo_new
-  prompts = [tokenizer.encode(p) for p in bs.GRPO_PROMPTS[:pg]]
-  scfg = sampling.SamplingConfig(max_new_tokens=t, temperature=1.0,
-                                 stop_ids=(), pad_id=0)
-  plen = sampling.bucket_length(max(map(len, prompts)), scfg.prompt_buckets)
-  ptoks, pvalid = sampling.pad_prompts([p for p in prompts for _ in range(r)],
-                                       plen, scfg.pad_id, scfg.padding)
-  ptoks, pvalid = jnp.asarray(ptoks), jnp.asarray(pvalid)
-  loss_cfg = losses.LossConfig(beta=st.grpo_beta, kl_estimator="k3",
-                               aggregation="token_mean")
-  tx = _optimizer(1e-6, 0.0)
-  reference, update = compose_grpo_step(cfg, tx, loss_cfg, plen)
-  ref_params = jax.tree.map(jnp.copy, params)
-  holder = [state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                 opt_state=tx.init(params))]
+  config = _grpo_config(st)
+  reward_time = [0.0]
+
+  def reward_fn(batch) -> np.ndarray:
+    start = time.perf_counter()
+    out = np.asarray([bs.code_reward(c) for c in batch.completions])
+    reward_time[0] += time.perf_counter() - start
+    return out
+
+  prompts = [{"prompt": p} for p in bs.GRPO_PROMPTS[:st.grpo_prompts]]
+
+  def prompt_iter():
+    while True:
+      yield list(prompts)
+
+  mesh = shd.make_mesh(dict(config.mesh))
+  rules = tuple(tuple(r) for r in config.sharding_rules)
   splits: dict[str, list[float]] = {
-      k: [] for k in ("generate", "reference", "reward", "update", "step")}
+      k: [] for k in ("generate", "reward", "reference", "update", "other",
+                      "step")}
+  workdir = tempfile.TemporaryDirectory(prefix="rlcs_bench_grpo_")
+  # Built outside the mesh context and stepped inside it, as `grpo.train`.
+  trainer = grpo.GRPOTrainer(
+      config, workdir.name, stage="bench", model_cfg=cfg,
+      tokenizer=_NoStopTokenizer(tokenizer), mesh=mesh, init_params=params,
+      reward_components=[
+          rewards_lib.RewardComponent("code_reward", reward_fn, 1.0)])
+  it = prompt_iter()
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
 
-  def step(i):
-    t0 = time.perf_counter()
-    tokens, logp, _, _ = sampling.generate_arrays(
-        holder[0].params, ptoks, pvalid, jax.random.key(i), model_cfg=cfg,
-        cfg=scfg)
-    seq = jnp.concatenate([ptoks, tokens], axis=1)
-    valid = jnp.concatenate([pvalid, jnp.ones(tokens.shape, bool)], axis=1)
-    host_tokens = np.asarray(tokens)  # The reward needs them on the host.
-    t1 = time.perf_counter()
-    ref_logp = reference(ref_params, seq, valid).block_until_ready()
-    t2 = time.perf_counter()
-    rewards = np.asarray([bs.code_reward(tokenizer.decode(row))
-                          for row in host_tokens], np.float32).reshape(pg, r)
-    t3 = time.perf_counter()
-    holder[0], loss = update(holder[0], seq, valid, logp, ref_logp,
-                             jnp.asarray(rewards))
-    float(loss)
-    t4 = time.perf_counter()
-    return t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0
+    def step(i):
+      reward_time[0] = 0.0
+      t0 = time.perf_counter()
+      roll = trainer.rollout(it, i)
+      t1 = time.perf_counter()
+      metrics, timings = trainer.train_step(roll)
+      t2 = time.perf_counter()
+      assert roll.tokens.shape[1] - roll.prompt_len == st.grpo_new
+      ref, upd = timings.get("time/reference", 0.0), timings["time/update"]
+      return {"generate": t1 - t0 - reward_time[0], "reward": reward_time[0],
+              "reference": ref, "update": upd,
+              "other": t2 - t1 - ref - upd, "step": t2 - t0}, metrics
 
-  first = step(0)[-1]
-  for i in range(st.reps):
-    for k, v in zip(splits, step(i + 1)):
-      splits[k].append(v)
+    first, _ = step(0)
+    for i in range(st.reps):
+      times, metrics = step(i + 1)
+      for k, v in times.items():
+        splits[k].append(v)
+  workdir.cleanup()
   out = {f"{k}_s": bs.median(v) for k, v in splits.items()}
-  out["compile_s"] = max(first - out["step_s"], 0.0)
-  out["implementation"] = "composed: sampler + grpo_loss + optimizer"
+  out["compile_s"] = max(first["step"] - out["step_s"], 0.0)
+  out["loss"] = float(metrics["loss"])
+  out["implementation"] = "rlcs_jax.trainers.grpo.GRPOTrainer"
   out["peak_rss_mb"] = bs.peak_rss_mb()
   return out
 

@@ -5,12 +5,21 @@ StandardSave), `data` (the grain iterator state and RNG bookkeeping, JSON) and
 `meta` (the model config and step, JSON). orbax finalizes a step atomically,
 so a half-written step is never listed. Restoring checks the saved model
 config against the current one and names every mismatched key.
+
+Half-written steps are never restored. orbax writes a step into
+`<step>.orbax-checkpoint-tmp*` and renames it when complete (after writing
+`commit_success.txt` into it); on a local filesystem orbax 0.12 lists any
+directory named like a step, so a step directory without the commit file
+(a copy cut short, a non-atomic filesystem) would be picked up and fail to
+restore. On opening, process 0 therefore moves such directories aside to
+`<step>.incomplete` and orbax deletes leftover temporary directories.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any
 
 from absl import logging
@@ -20,6 +29,38 @@ import orbax.checkpoint as ocp
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint written by a different model or state layout."""
+
+
+COMMIT_FILE = "commit_success.txt"  # Written by orbax when a step completes.
+
+
+def set_aside_incomplete_steps(directory: str) -> list[str]:
+  """Renames step directories lacking the commit file to `<step>.incomplete`.
+
+  Kept, not deleted, for inspection. Returns the new paths. Call on one
+  process only.
+  """
+  moved = []
+  if not os.path.isdir(directory):
+    return moved
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name)
+    if not (name.isdigit() and os.path.isdir(path)):
+      continue
+    if os.path.exists(os.path.join(path, COMMIT_FILE)):
+      continue
+    target = f"{path}.incomplete"
+    if os.path.exists(target):
+      target = f"{path}.incomplete-{time.time_ns()}"
+    os.rename(path, target)
+    logging.warning(
+        "checkpoint step %s has no %s (half-written); moved to %s",
+        path,
+        COMMIT_FILE,
+        target,
+    )
+    moved.append(target)
+  return moved
 
 
 class Checkpointer:
@@ -33,11 +74,18 @@ class Checkpointer:
       save_interval_steps: int = 1,
   ):
     self.directory = os.path.abspath(directory)
+    if jax.process_index() == 0:
+      set_aside_incomplete_steps(self.directory)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices(f"checkpointer:{self.directory}")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         save_interval_steps=save_interval_steps,
         create=True,
         enable_async_checkpointing=False,
+        cleanup_tmp_directories=True,  # Unfinished saves of a killed run.
     )
     self._mngr = ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "data", "meta")

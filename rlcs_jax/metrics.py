@@ -36,6 +36,13 @@ def to_host(metrics: Mapping[str, Any]) -> dict[str, float]:
 def check_finite(
     step: int, metrics: Mapping[str, float], keys: tuple[str, ...] = ("loss",)
 ) -> None:
+  """Raises on a non-finite loss that was *applied*.
+
+  A step whose metrics say `skipped` (the trainer kept the old parameters,
+  see `numerics.py`) is exempt: skipping and counting is the guard for it.
+  """
+  if metrics.get("skipped"):
+    return
   for k in keys:
     if k in metrics and not math.isfinite(metrics[k]):
       raise NonFiniteLossError(

@@ -116,8 +116,9 @@ def markdown_table(metrics: dict[str, Any]) -> str:
       "|---|---:|" + "---:|" * len(modes),
   ]
   for instruction_id, n in metrics["instruction_counts"].items():
-    cells = [f"{metrics[m]['per_instruction'][instruction_id]:.3f}"
-             for m in modes]
+    cells = [
+        f"{metrics[m]['per_instruction'][instruction_id]:.3f}" for m in modes
+    ]
     lines.append(f"| {instruction_id} | {n} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

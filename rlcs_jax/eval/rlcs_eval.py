@@ -150,9 +150,7 @@ def _require_context(pair: Mapping[str, Any]) -> Mapping[str, Any]:
   return ctx
 
 
-def rater_ceiling(
-    pairs: Sequence[Mapping[str, Any]], seed: int
-) -> dict[str, float]:
+def rater_ceiling(pairs: Sequence[Mapping[str, Any]], seed: int) -> float:
   """Agreement of the noise-free rater ranking with the noisy labels.
 
   The best any judge can expect on these labels; `seed` must be the seed
@@ -176,7 +174,7 @@ def rater_ceiling(
   )
   prefers_1 = _pairwise_outcomes(s1, s2)
   correct = np.where(labels == 1, prefers_1, 1.0 - prefers_1)
-  return {"accuracy": float(np.mean(correct)), "n": len(pairs)}
+  return float(np.mean(correct))
 
 
 def wilson_interval(

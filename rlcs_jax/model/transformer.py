@@ -28,6 +28,7 @@ Cache: {"layers": ({"k": [B,S,K,H], "v": [B,S,K,H]}, ...),
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -53,6 +54,24 @@ def _dot(eq: str, x: Array, w: Array, dtype: Any) -> Array:
   return jnp.einsum(
       eq, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32
   )
+
+
+def _dense(x: Array, w: Array, n_contract: int, dtype: Any) -> Array:
+  """Contracts x's last `n_contract` dims with w's first ones, as one 2-D matmul.
+
+  Flattening both sides to [rows, K] @ [K, cols] (free reshapes of row-major
+  arrays) leaves XLA no room to pick a transposed weight layout: written as
+  a multi-axis einsum, XLA:CPU copied the [N, H, D] output projection into
+  [H, N, D] on every call, i.e. once per layer per decoded token.
+  """
+  lead = x.shape[: x.ndim - n_contract]
+  k = math.prod(w.shape[:n_contract])
+  y = jnp.dot(
+      x.reshape(-1, k).astype(dtype),
+      w.reshape(k, -1).astype(dtype),
+      preferred_element_type=jnp.float32,
+  )
+  return y.reshape(*lead, *w.shape[n_contract:])
 
 
 def _constrain(x: Array, names: tuple[str, ...]) -> Array:
@@ -122,9 +141,9 @@ class Attention(nn.Module):
         (n, h, d),
         pd,
     )
-    q = _dot("bld,dnh->blnh", x_BLD, wq, cd)
-    kk = _dot("bld,dkh->blkh", x_BLD, wk, cd)
-    v = _dot("bld,dkh->blkh", x_BLD, wv, cd)
+    q = _dense(x_BLD, wq, 1, cd)
+    kk = _dense(x_BLD, wk, 1, cd)
+    v = _dense(x_BLD, wv, 1, cd)
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       q += _param(self, "q_bias", zeros, ("heads", "head_dim"), (n, h), pd)
@@ -137,33 +156,36 @@ class Attention(nn.Module):
     kk = apply_rope(kk, positions_BL, cfg.rope_theta)
 
     b, l = x_BLD.shape[:2]
+    g = n // k
     if layer_cache is None:
-      keys, values, key_valid = kk, v, valid_BL
-      q_slot = jnp.arange(l)
-      k_slot = jnp.arange(l)
+      causal_LL = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]
+      mask_BLS = causal_LL[None] & valid_BL[:, None, :]
+      q = q.reshape(b, l, k, g, h)
+      logits = _dot("blkgh,bskh->bkgls", q, kk, cd) * (h**-0.5)
+      logits = jnp.where(mask_BLS[:, None, None], logits, _NEG_INF)
+      probs = jax.nn.softmax(logits, axis=-1)
+      out = _dot("bkgls,bskh->blkgh", probs, v, cd).reshape(b, l, n, h)
       new_cache = None
     else:
       cdt = layer_cache["k"].dtype
-      keys = jax.lax.dynamic_update_slice(
-          layer_cache["k"], kk.astype(cdt), (0, cache_end, 0, 0)
-      )
-      values = jax.lax.dynamic_update_slice(
-          layer_cache["v"], v.astype(cdt), (0, cache_end, 0, 0)
-      )
-      new_cache = {"k": keys, "v": values}
-      key_valid = cache_valid
+      slots = layer_cache["k"].shape[1]
+      # Update first, then read only the updated caches: a read of the old
+      # cache next to its in-place update made XLA copy the cache.
+      new_cache = {
+          name: jax.lax.dynamic_update_slice(
+              layer_cache[name], new.astype(cdt), (0, cache_end, 0, 0)
+          )
+          for name, new in (("k", kk), ("v", v))
+      }
+      # Slot s is visible to new token i (at slot end + i) when s <= end + i
+      # and the slot holds a valid token.
       q_slot = cache_end + jnp.arange(l)
-      k_slot = jnp.arange(keys.shape[1])
-    mask_BLS = (k_slot[None, None, :] <= q_slot[None, :, None]) & (
-        key_valid[:, None, :]
-    )
-
-    g = n // k
-    q = q.reshape(b, l, k, g, h)
-    logits = _dot("blkgh,bskh->bkgls", q, keys, cd) * (h**-0.5)
-    logits = jnp.where(mask_BLS[:, None, None], logits, _NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1)
-    out = _dot("bkgls,bskh->blkgh", probs, values, cd).reshape(b, l, n, h)
+      mask_BSL = (jnp.arange(slots)[None, :, None] <= q_slot[None, None, :]) & (
+          cache_valid[:, :, None]
+      )
+      out = _cached_attention(
+          q, new_cache["k"], new_cache["v"], mask_BSL, cd
+      )
     out = _constrain(
         out,
         (
@@ -173,7 +195,49 @@ class Attention(nn.Module):
             "head_dim",
         ),
     )
-    return _dot("blnh,nhd->bld", out, wo, cd), new_cache
+    return _dense(out, wo, 2, cd), new_cache
+
+
+def _cached_attention(q_BLNH, keys_BSKH, values_BSKH, mask_BSL, dtype):
+  """Grouped-query attention over the cache in its stored [B, S, K, H] layout.
+
+  The straightforward formulation (dots with (B, K) as batch dimensions)
+  made XLA:CPU transpose the whole key and value caches in every layer for
+  every decoded token, i.e. O(S) bytes moved per token. XLA:CPU's matmul
+  reads its left operand as [M, K] and its right one as [K, N], row-major,
+  so here both products are arranged to read the cache in place:
+    * each query head is expanded to a block-diagonal column over all
+      (K, H) cache columns (zeros outside its own kv head): B is the only
+      batch dimension and C = K*H the contracting one; this costs K times
+      the attention FLOPs, small next to the weights' at decode time;
+    * scores = keys [B, S, C] @ queries [B, C, Q] (Q = L*N), so the cache is
+      the left operand; the mask is applied in that [B, S, Q] layout and the
+      small score block is transposed for the softmax;
+    * out = probs [B, Q, S] @ values [B, S, C], the cache as the right
+      operand, contracting its major dim.
+  """
+  b, l, n, h = q_BLNH.shape
+  s, k = keys_BSKH.shape[1:3]
+  g = n // k
+  own = jnp.eye(k, dtype=jnp.float32)[None, None, :, None, :, None]
+  q_bd = q_BLNH.reshape(b, l, k, g, 1, h) * (own * h**-0.5)
+  q_BCQ = jnp.transpose(q_bd.reshape(b, l * n, k * h), (0, 2, 1))
+  scores_BSQ = jax.lax.dot_general(
+      keys_BSKH.reshape(b, s, k * h).astype(dtype),
+      q_BCQ.astype(dtype),
+      (((2,), (1,)), ((0,), (0,))),
+      preferred_element_type=jnp.float32,
+  ).reshape(b, s, l, n)
+  scores_BSQ = jnp.where(mask_BSL[..., None], scores_BSQ, _NEG_INF)
+  scores_BQS = jnp.transpose(scores_BSQ.reshape(b, s, l * n), (0, 2, 1))
+  probs_BQS = jax.nn.softmax(scores_BQS, axis=-1)
+  out = jax.lax.dot_general(
+      probs_BQS.astype(dtype),
+      values_BSKH.reshape(b, s, k * h).astype(dtype),
+      (((2,), (1,)), ((0,), (0,))),
+      preferred_element_type=jnp.float32,
+  ).reshape(b, l, k, g, k, h)
+  return jnp.sum(out * own, axis=4).reshape(b, l, n, h)
 
 
 class MLP(nn.Module):
@@ -210,13 +274,13 @@ class MLP(nn.Module):
         (f, d),
         pd,
     )
-    hidden = jax.nn.silu(_dot("bld,df->blf", x_BLD, gate, cd)) * _dot(
-        "bld,df->blf", x_BLD, up, cd
+    hidden = jax.nn.silu(_dense(x_BLD, gate, 1, cd)) * _dense(
+        x_BLD, up, 1, cd
     )
     hidden = _constrain(
         hidden, ("activation_batch", "activation_length", "activation_mlp")
     )
-    return _dot("blf,fd->bld", hidden, down, cd)
+    return _dense(hidden, down, 1, cd)
 
 
 class Block(nn.Module):
@@ -305,6 +369,7 @@ class Transformer(nn.Module):
     new_layers = []
     cache_valid = cache_end = None
     if cache is not None:
+      _check_cache_room(cache, tokens_BL.shape[1])
       cache_end = cache["end"]
       cache_valid = jax.lax.dynamic_update_slice(
           cache["valid"], valid_BL, (0, cache_end)
@@ -349,6 +414,32 @@ class LMHead(nn.Module):
         pd,
     )
     return _dot("bld,dv->blv", hidden_BLD, kernel, cd)
+
+
+def _check_cache_room(cache: Cache, new_tokens: int) -> None:
+  """Raises if writing `new_tokens` at `cache["end"]` would overflow.
+
+  S and L are static, so L > S always fails here. `end` is usually traced
+  (inside jit or a decode loop); then `end + L > S` cannot be checked at
+  trace time, and `dynamic_update_slice` would silently clamp the write
+  onto the last slots. Callers that trace `end` must bound it themselves:
+  the sampler checks prompt bucket + max_new_tokens against the cache length
+  before tracing. A concrete `end` (eager calls) is checked here.
+  """
+  slots = cache["valid"].shape[1]
+  if new_tokens > slots:
+    raise ValueError(f"cannot write {new_tokens} tokens into a KV cache of "
+                     f"{slots} slots")
+  try:
+    end = int(cache["end"])
+  except (jax.errors.ConcretizationTypeError,
+          jax.errors.TracerIntegerConversionError):
+    return  # Traced: see the docstring.
+  if end + new_tokens > slots:
+    raise ValueError(
+        f"KV cache overflow: writing {new_tokens} tokens at slot {end} needs "
+        f"{end + new_tokens} slots but the cache has {slots}; allocate a "
+        "longer cache (init_cache length)")
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> Cache:

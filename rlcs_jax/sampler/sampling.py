@@ -249,7 +249,9 @@ def generate_arrays(
       tokens_BT=jnp.full((b, t), cfg.pad_id, jnp.int32),
       logprobs_BT=jnp.zeros((b, t), jnp.float32),
       done_B=jnp.zeros((b,), bool),
-      rng=rng,
+      # `decode` donates its state: copy the caller's key so that it stays
+      # usable (generating twice from one key must work).
+      rng=jnp.copy(rng),
   )
   state = decode(params, state, model_cfg=model_cfg, cfg=cfg)
   return _summarise(state.tokens_BT, state.logprobs_BT, cfg)

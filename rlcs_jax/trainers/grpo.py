@@ -272,9 +272,13 @@ class GRPOTrainer:
   def _sample_groups(self, records, rng):
     r = self.cfg.num_generations
     prompts = [rec["prompt"] for rec in records for _ in range(r)]
+    # Rollouts are split over the batch axes when the row count allows.
+    sharding = (shd.batch_sharding(self.mesh)
+                if len(prompts) % shd.batch_divisor(self.mesh) == 0 else None)
     out = text_sampler.generate_text(self.state.params, self.model_cfg,
                                      self.tokenizer, prompts,
-                                     self.sampling_cfg, rng)
+                                     self.sampling_cfg, rng,
+                                     batch_sharding=sharding)
     rows = [rec for rec in records for _ in range(r)]
     batch = rewards_lib.RewardBatch(
         prompts=prompts, completions=out.texts,

@@ -19,12 +19,15 @@ import numpy as np
 
 from rlcs_jax import preemption
 from rlcs_jax.data import jsonl
+from rlcs_jax.eval import ifeval
 from rlcs_jax.model.config import ModelConfig
 from rlcs_jax.sampler import text as text_sampler
 from rlcs_jax.tokenizer import Tokenizer
 from rlcs_jax.trainers import grpo
 from rlcs_jax.trainers import rewards as rewards_lib
 from rlcs_jax.trainers import rlcs
+from rlcs_jax.trainers import rlmr
+from rlcs_jax.trainers import sample
 from rlcs_jax.trainers import setup
 from rlcs_jax.trainers import sft
 
@@ -62,6 +65,11 @@ def _stop_request() -> preemption.StopRequest:
 
 def policy_sft(run: Run) -> Any:
   """Runs (or loads) the policy SFT stage; returns its parameters."""
+  if run.config.sft.steps == 0:  # No SFT: the pretrained weights as they are.
+    params = setup.pretrained_params(run.config, run.model_cfg, run.mesh)
+    if params is None:
+      raise ValueError("sft.steps=0 needs pretrained weights (init.kind)")
+    return params
   if sft.stage_is_done(run.workdir, "sft"):
     logging.info("sft stage already finished in %s", run.workdir)
     return sft.load_stage_params(run.workdir, "sft", run.model_cfg, run.mesh,
@@ -192,4 +200,7 @@ JOBS = {
     "sft": sft_job,
     "grpo": grpo_job,
     "rlcs": rlcs_job,
+    "rlmr": rlmr.rlmr_job,
+    "ifeval_eval": ifeval.ifeval_eval_job,
+    "sample": sample.sample_job,
 }

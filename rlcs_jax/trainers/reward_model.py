@@ -19,6 +19,7 @@ Shape legend: B pairs (or rows), L length, D model width.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -136,7 +137,7 @@ def make_train_step(
 
 
 def abstract_params(model_cfg: ModelConfig) -> dict[str, Any]:
-  head = jax.eval_shape(scalar_rm.init_head, model_cfg)
+  head = jax.eval_shape(lambda: scalar_rm.init_head(model_cfg))
   return {"backbone": state_lib.abstract_params(model_cfg), "head": head}
 
 
@@ -163,6 +164,56 @@ def _abstract_state(shardings, model_cfg, tx) -> state_lib.TrainState:
   )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+  """The optimizer, shardings and jitted steps of one RM setting."""
+
+  tx: optax.GradientTransformation
+  params_sh: Any
+  shardings: state_lib.TrainState
+  train_step: Callable
+  eval_step: Callable
+
+
+def _hashable_rules(rules) -> tuple:
+  return tuple(
+      (k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in rules
+  )
+
+
+@functools.lru_cache(maxsize=4)
+def _compile(
+    model_cfg: ModelConfig,
+    optim_cfg: state_lib.OptimConfig,
+    grad_accum: int,
+    mesh,
+    rules: tuple,
+) -> _Compiled:
+  """Optimizer, shardings and jitted steps, cached per setting.
+
+  A rerun in the same process (a resume, a sweep) reuses the compiled
+  steps instead of compiling them again.
+  """
+  tx = state_lib.make_optimizer(optim_cfg)
+  params_sh = param_shardings(model_cfg, mesh, rules)
+  shardings = state_lib.state_shardings(
+      params_sh, tx, abstract_params(model_cfg), mesh
+  )
+  batch_sh = {k: shd.batch_sharding(mesh) for k in BATCH_KEYS}
+  train_step = jax.jit(
+      make_train_step(model_cfg, tx, grad_accum),
+      in_shardings=(shardings, batch_sh),
+      out_shardings=(shardings, shd.replicated(mesh)),
+      donate_argnames=("state",),
+  )
+  eval_step = jax.jit(
+      lambda p, b: pair_sums(p, model_cfg, b),
+      in_shardings=(params_sh, batch_sh),
+      out_shardings=shd.replicated(mesh),
+  )
+  return _Compiled(tx, params_sh, shardings, train_step, eval_step)
+
+
 def _check_section(stage: str, sc, mesh) -> int:
   """Validates the section; returns this process's batch of pairs."""
   for key in ("steps", "batch_size", "grad_accum", "seq_len"):
@@ -175,11 +226,11 @@ def _check_section(stage: str, sc, mesh) -> int:
         f"{stage}: batch_size={sc.batch_size} must be a multiple of "
         f"grad_accum={sc.grad_accum}"
     )
-  div = shd.batch_divisor(mesh) * sc.grad_accum
+  div = shd.batch_divisor(mesh)
   if sc.batch_size % div:
     raise ValueError(
         f"{stage}: batch_size={sc.batch_size} must be a multiple of the "
-        f"mesh's data*fsdp times grad_accum = {div}"
+        f"mesh's data*fsdp = {div}"
     )
   return sc.batch_size // jax.process_count()
 
@@ -212,16 +263,16 @@ def train_scalar_rm(
   """
   sc = config.scalar_rm
   local_batch = _check_section(stage, sc, mesh)
-  rules = tuple(tuple(r) for r in config.sharding_rules)
+  rules = _hashable_rules(config.sharding_rules)
   stage_dir = os.path.join(workdir, stage)
-  tx = state_lib.make_optimizer(
-      dataclasses.replace(
-          state_lib.OptimConfig.from_config(config.optim, sc.steps), lr=sc.lr
-      )
+  optim_cfg = dataclasses.replace(
+      state_lib.OptimConfig.from_config(config.optim, sc.steps), lr=sc.lr
   )
-  params_sh = param_shardings(model_cfg, mesh, rules)
-  shardings = state_lib.state_shardings(
-      params_sh, tx, abstract_params(model_cfg), mesh
+  compiled = _compile(model_cfg, optim_cfg, sc.grad_accum, mesh, rules)
+  tx, params_sh, shardings = (
+      compiled.tx,
+      compiled.params_sh,
+      compiled.shardings,
   )
   ckpt = ckpt_lib.Checkpointer(
       os.path.join(stage_dir, "checkpoints"),
@@ -261,14 +312,8 @@ def train_scalar_rm(
       sc.batch_size,
   )
 
-  batch_sh = {k: shd.batch_sharding(mesh) for k in BATCH_KEYS}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    train_step = jax.jit(
-        make_train_step(model_cfg, tx, sc.grad_accum),
-        in_shardings=(shardings, batch_sh),
-        out_shardings=(shardings, shd.replicated(mesh)),
-        donate_argnames=("state",),
-    )
+    train_step = compiled.train_step
     writer = metrics_lib.MetricWriter(workdir, stage=stage)
     pending = None
     bar = tqdm.tqdm(
@@ -302,15 +347,10 @@ def train_scalar_rm(
     if pending is not None:
       _log(writer, bar, *pending)
     if eval_source is not None and sc.eval_pairs > 0:
-      eval_step = jax.jit(
-          lambda p, b: pair_sums(p, model_cfg, b),
-          in_shardings=(params_sh, batch_sh),
-          out_shardings=shd.replicated(mesh),
-      )
       writer.write(
           sc.steps,
           evaluate(
-              eval_step,
+              compiled.eval_step,
               state.params,
               eval_source,
               featurize,

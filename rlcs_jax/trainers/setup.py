@@ -110,9 +110,16 @@ def load_tokenizer(
           "tokenizer.kind=gguf needs tokenizer.path (or init.kind=gguf)"
       )
     return bpe_tokenizer.BPETokenizer.from_gguf(path)
+  if tc.kind == "hf":
+    from rlcs_jax import bpe_tokenizer  # HF tokenizer.json (Qwen2 family).
+
+    path = tc.path or (config.init.path if config.init.kind == "hf" else "")
+    if not path:
+      raise ValueError("tokenizer.kind=hf needs tokenizer.path (or init.kind=hf)")
+    return bpe_tokenizer.BPETokenizer.from_hf_dir(path)
   if tc.kind != "sentencepiece":
     raise ValueError(
-        f"tokenizer.kind must be sentencepiece or gguf, got " f"{tc.kind!r}"
+        "tokenizer.kind must be sentencepiece, gguf or hf, got " f"{tc.kind!r}"
     )
   if tc.path:
     return tokenizer_lib.SentencePieceTokenizer(tc.path)
@@ -173,8 +180,18 @@ def model_config(
 
 
 def datasets(kind: str, files: dict[str, str], workdir: str) -> dict[str, Any]:
-  """TFDS data sources for the given splits (all of one kind)."""
-  return builders.build(kind, files, os.path.join(workdir, "data", "tfds"))
+  """TFDS data sources for the given splits (all of one kind).
+
+  Process 0 prepares the dataset; the others wait, then open it (TFDS's
+  finalizing rename fails when two processes prepare the same directory).
+  """
+  data_dir = os.path.join(workdir, "data", "tfds")
+  if jax.process_index() == 0:
+    sources = builders.build(kind, files, data_dir)
+  sync(f"datasets:{kind}")
+  if jax.process_index() != 0:
+    sources = builders.build(kind, files, data_dir)
+  return sources
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

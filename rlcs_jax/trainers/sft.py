@@ -22,6 +22,7 @@ import tqdm
 
 from rlcs_jax import checkpoint as ckpt_lib
 from rlcs_jax import metrics as metrics_lib
+from rlcs_jax import numerics
 from rlcs_jax import preemption
 from rlcs_jax import sharding as shd
 from rlcs_jax.data import pipeline
@@ -49,7 +50,11 @@ def nll_sums(
 def make_train_step(
     model_cfg: ModelConfig, tx: optax.GradientTransformation, grad_accum: int
 ) -> Callable:
-  """Returns step(state, batch) -> (state, metrics); not yet jitted."""
+  """Returns step(state, batch) -> (state, metrics); not yet jitted.
+
+  A non-finite loss or gradient skips the update (parameters and optimizer
+  state unchanged) and reports `skipped = 1`; see `numerics.py`.
+  """
 
   def step(state: state_lib.TrainState, batch):
     def micro(b):
@@ -77,10 +82,15 @@ def make_train_step(
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    loss, grad_norm = loss_sum / denom, optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    params = numerics.keep_if_finite(finite, params, state.params)
+    opt_state = numerics.keep_if_finite(finite, opt_state, state.opt_state)
     metrics = {
-        "loss": loss_sum / denom,
+        "loss": loss,
         "tokens": count,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": grad_norm,
+        "skipped": (~finite).astype(jnp.float32),
     }
     return (
         state.replace(step=state.step + 1, params=params, opt_state=opt_state),
@@ -214,6 +224,9 @@ def train(
     )
     eval_step = jit_eval_step(model_cfg, params_sh, mesh)
     writer = metrics_lib.MetricWriter(workdir, stage=stage)
+    guard = numerics.SkipGuard(stage, stage_dir, sc.max_consecutive_skips)
+    log = lambda step, metrics, batch: _log(writer, bar, guard, step, metrics,
+                                            batch)
     pending = None
     bar = tqdm.tqdm(
         range(start, sc.steps),
@@ -223,18 +236,19 @@ def train(
         disable=not (config.log.progress_bar and jax.process_index() == 0),
     )
     for step in bar:
-      batch = shd.global_batch(next(train_iter), mesh)
+      host_batch = next(train_iter)
+      batch = shd.global_batch(host_batch, mesh)
       state, metrics = train_step(state, batch)
       if pending is not None:  # Read step t-1 after dispatching step t.
-        _log(writer, bar, *pending)
-      pending = (step + 1, metrics)
+        log(*pending)
+      pending = (step + 1, metrics, host_batch)
       done = step + 1
       if (
           eval_source is not None
           and sc.eval_every
           and (done % sc.eval_every == 0 or done == sc.steps)
       ):
-        _log(writer, bar, *pending)
+        log(*pending)
         pending = None
         writer.write(
             done,
@@ -263,14 +277,14 @@ def train(
         )
       if preempt:
         if pending is not None:
-          _log(writer, bar, *pending)
+          log(*pending)
         writer.flush()
         ckpt.close()
         raise preemption.Preempted(stage, done)
     if pending is not None:
-      _log(writer, bar, *pending)
+      log(*pending)
     writer.flush()
-    if sample_prompts and jax.process_index() == 0:
+    if sample_prompts:  # Every process: sampling is one global computation.
       write_samples(
           config,
           stage_dir,
@@ -285,10 +299,12 @@ def train(
   return state.params
 
 
-def _log(writer, bar, step, metrics):
+def _log(writer, bar, guard, step, metrics, host_batch):
   host = metrics_lib.to_host(metrics)
-  metrics_lib.check_finite(step, host)
   writer.write(step, host)
+  # A skipped step saves its batch; N skipped in a row stop the run.
+  guard.update(step, host, host_batch)
+  metrics_lib.check_finite(step, host)
   bar.set_postfix(loss=f"{host['loss']:.3f}")
 
 
@@ -338,6 +354,8 @@ def write_samples(
       jax.random.key(config.seed + step),
   )
   path = os.path.join(stage_dir, f"samples_{step}.txt")
+  if jax.process_index() != 0:
+    return path
   os.makedirs(stage_dir, exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
     for prompt, completion in zip(prompts, out.texts):

@@ -1,0 +1,1 @@
+"""Experiments: sweep launcher, benchmarks and the Colab TPU notebook."""
