@@ -200,8 +200,8 @@ def test_from_gguf_metadata():
   assert tok.bos_id == 1
   with pytest.raises(ValueError, match="not byte-level BPE"):
     BPETokenizer.from_gguf_metadata({**meta, "tokenizer.ggml.model": "llama"})
-  with pytest.raises(ValueError, match="unsupported pre-tokenizer 'qwen2'"):
-    BPETokenizer.from_gguf_metadata({**meta, "tokenizer.ggml.pre": "qwen2"})
+  with pytest.raises(ValueError, match="unsupported pre-tokenizer 'falcon'"):
+    BPETokenizer.from_gguf_metadata({**meta, "tokenizer.ggml.pre": "falcon"})
 
 
 def test_matches_hugging_face_tokenizers():
