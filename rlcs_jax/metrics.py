@@ -92,10 +92,18 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str, stage: str | None = None) -> list[dict]:
-  """Reads metrics.jsonl back (for reports, plots and tests)."""
+  """Reads metrics.jsonl back (for reports, plots and tests).
+
+  A row logged twice (same stage, step and names: a run killed after logging
+  steps past its last checkpoint, then resumed from that checkpoint) keeps
+  only its last occurrence, which the resumed run wrote.
+  """
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
   with open(path, encoding="utf-8") as f:
     rows = [json.loads(line) for line in f if line.strip()]
-  return [r for r in rows if stage is None or r.get("stage") == stage]
+  rows = [r for r in rows if stage is None or r.get("stage") == stage]
+  key = lambda r: (r.get("stage"), r.get("step"), tuple(sorted(r)))
+  last = {key(r): i for i, r in enumerate(rows)}
+  return [r for i, r in enumerate(rows) if last[key(r)] == i]

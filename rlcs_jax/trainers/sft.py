@@ -225,8 +225,9 @@ def train(
     eval_step = jit_eval_step(model_cfg, params_sh, mesh)
     writer = metrics_lib.MetricWriter(workdir, stage=stage)
     guard = numerics.SkipGuard(stage, stage_dir, sc.max_consecutive_skips)
-    log = lambda step, metrics, batch: _log(writer, bar, guard, step, metrics,
-                                            batch)
+    log = lambda step, metrics, batch: _log(
+        writer, bar, guard, step, metrics, batch
+    )
     pending = None
     bar = tqdm.tqdm(
         range(start, sc.steps),

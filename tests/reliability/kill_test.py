@@ -91,8 +91,7 @@ def test_kill9_resumes_from_latest_complete_checkpoint(tmp_path):
   assert f"sft: resuming from step {latest}" in err, err[-3000:]
   assert re.search(r"has no commit_success\.txt \(half-written\)", err)
   assert os.path.isdir(half + ".incomplete") and not os.path.exists(tmp)
-  steps = _steps(workdir)
-  # Steps after `latest` logged before the kill are logged again.
-  assert sorted(set(steps)) == list(range(1, STEPS + 1))
-  assert steps[-(STEPS - latest):] == list(range(latest + 1, STEPS + 1))
+  # Steps after `latest` logged before the kill are logged again; readers
+  # see each step once, from the resumed run.
+  assert _steps(workdir) == list(range(1, STEPS + 1))
   assert os.path.exists(os.path.join(workdir, "sft", "final_params"))

@@ -63,8 +63,10 @@ def test_sigterm_checkpoints_exits_zero_and_resumes(tmp_path):
   _wait_for_steps(proc, workdir, 3, log1)
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 0, _tail(log1)
-  stopped = re.search(r"sft: stopped at step (\d+) after saving a checkpoint",
-                      _tail(log1, 100_000))
+  stopped = re.search(
+      r"sft: stopped at step (\d+) after saving a checkpoint",
+      _tail(log1, 100_000),
+  )
   assert stopped, _tail(log1)
   step = int(stopped.group(1))
   assert 3 <= step < 100
