@@ -26,8 +26,9 @@ def get_config(arg=None):
     c.genrm.win_prompts = 4
     c.genrm.sft.update(dict(steps=2, batch_size=8, eval_every=0))
     for section in (c.genrm_grpo, c.rlcs_grpo):
-      section.update(dict(steps=2, num_prompts=4, num_generations=2,
-                          max_new_tokens=16))
+      section.update(
+          dict(steps=2, num_prompts=4, num_generations=2, max_new_tokens=16)
+      )
     c.rlcs_grpo.max_new_tokens = 12
     c.scalar_rm.update(dict(steps=2, batch_size=8, eval_pairs=4))
   c.lock()
@@ -39,5 +40,4 @@ def sweep(add, arg=None):
   del arg
   add(**{"genrm.shaping.target": "none"})
   for lam in (0.25, 0.5, 0.75):
-    add(**{"genrm.shaping.target": "reward",
-           "genrm.shaping.lambda_min": lam})
+    add(**{"genrm.shaping.target": "reward", "genrm.shaping.lambda_min": lam})

@@ -55,26 +55,54 @@ _RESULT_PREFIX = "BENCH_RESULT "
 # (target, path into the result, comparison, threshold): the issue's
 # targets, checked on the ratios of one run.
 TARGETS = (
-    ("decode smollm2 b1 ours/HF", ("decode", "smollm2", "ratio", "1"), ">=",
-     1.5),
-    ("decode smollm2 b8 ours/HF", ("decode", "smollm2", "ratio", "8"), ">=",
-     3.0),
-    ("decode smollm2 b32 ours/HF", ("decode", "smollm2", "ratio", "32"), ">=",
-     3.0),
+    (
+        "decode smollm2 b1 ours/HF",
+        ("decode", "smollm2", "ratio", "1"),
+        ">=",
+        1.5,
+    ),
+    (
+        "decode smollm2 b8 ours/HF",
+        ("decode", "smollm2", "ratio", "8"),
+        ">=",
+        3.0,
+    ),
+    (
+        "decode smollm2 b32 ours/HF",
+        ("decode", "smollm2", "ratio", "32"),
+        ">=",
+        3.0,
+    ),
     ("decode tiny b1 ours/HF", ("decode", "tiny", "ratio", "1"), ">=", 5.0),
     ("decode tiny b8 ours/HF", ("decode", "tiny", "ratio", "8"), ">=", 5.0),
     ("decode tiny b32 ours/HF", ("decode", "tiny", "ratio", "32"), ">=", 5.0),
     ("train tiny ours/torch", ("train", "tiny", "ratio"), ">=", 1.0),
     ("train smollm2 ours/torch", ("train", "smollm2", "ratio"), ">=", 1.0),
-    ("train tiny MFU vs matmul", ("train", "tiny", "ours", "mfu_vs_matmul"),
-     ">=", 0.5),
-    ("train smollm2 MFU vs matmul",
-     ("train", "smollm2", "ours", "mfu_vs_matmul"), ">=", 0.5),
+    (
+        "train tiny MFU vs matmul",
+        ("train", "tiny", "ours", "mfu_vs_matmul"),
+        ">=",
+        0.5,
+    ),
+    (
+        "train smollm2 MFU vs matmul",
+        ("train", "smollm2", "ours", "mfu_vs_matmul"),
+        ">=",
+        0.5,
+    ),
     ("grpo smollm2 ours/TRL", ("grpo", "smollm2", "ratio"), ">=", 3.0),
-    ("decode ms/token max/min tiny",
-     ("scaling", "decode", "tiny", "max_over_min"), "<=", 1.2),
-    ("decode ms/token max/min smollm2",
-     ("scaling", "decode", "smollm2", "max_over_min"), "<=", 1.2),
+    (
+        "decode ms/token max/min tiny",
+        ("scaling", "decode", "tiny", "max_over_min"),
+        "<=",
+        1.2,
+    ),
+    (
+        "decode ms/token max/min smollm2",
+        ("scaling", "decode", "smollm2", "max_over_min"),
+        "<=",
+        1.2,
+    ),
 )
 
 
@@ -112,23 +140,36 @@ def _worker_main(job_json: str) -> int:
 
 def _spawn(job: dict, timeout: float) -> dict:
   """Runs `job` in a fresh interpreter; returns its result dict."""
-  cmd = [sys.executable, "-m", "experiments.bench", "--worker",
-         json.dumps(job)]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TOKENIZERS_PARALLELISM="0",
-             HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+  cmd = [sys.executable, "-m", "experiments.bench", "--worker", json.dumps(job)]
+  env = dict(
+      os.environ,
+      TF_CPP_MIN_LOG_LEVEL="3",
+      TOKENIZERS_PARALLELISM="0",
+      HF_HUB_OFFLINE="1",
+      TRANSFORMERS_VERBOSITY="error",
+  )
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = os.pathsep.join(
-      [root] + [p for p in [env.get("PYTHONPATH")] if p])
+      [root] + [p for p in [env.get("PYTHONPATH")] if p]
+  )
   try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
   except subprocess.TimeoutExpired:
     return {"error": f"timed out after {timeout:.0f} s"}
   for line in reversed(proc.stdout.splitlines()):
     if line.startswith(_RESULT_PREFIX):
-      return json.loads(line[len(_RESULT_PREFIX):])
-  return {"error": f"worker exited with {proc.returncode}: "
-                   f"{proc.stderr[-3000:]}"}
+      return json.loads(line[len(_RESULT_PREFIX) :])
+  return {
+      "error": f"worker exited with {proc.returncode}: "
+      f"{proc.stderr[-3000:]}"
+  }
 
 
 # ----------------------------------------------------------------------------
@@ -166,15 +207,26 @@ def _machine() -> dict:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
   except (ValueError, OSError, AttributeError):
     pass
-  return {"cpu": model, "cores": bs.num_cores(),
-          "ram_gib": None if mem is None else round(mem, 1),
-          "python": platform.python_version(), "platform": platform.platform()}
+  return {
+      "cpu": model,
+      "cores": bs.num_cores(),
+      "ram_gib": None if mem is None else round(mem, 1),
+      "python": platform.python_version(),
+      "platform": platform.platform(),
+  }
 
 
 def _versions() -> dict:
   out = {}
-  for name in ("jax", "jaxlib", "flax", "optax", "torch", "transformers",
-               "trl"):
+  for name in (
+      "jax",
+      "jaxlib",
+      "flax",
+      "optax",
+      "torch",
+      "transformers",
+      "trl",
+  ):
     try:
       from importlib import metadata  # pylint: disable=g-import-not-at-top
 
@@ -185,18 +237,29 @@ def _versions() -> dict:
 
 
 def _baselines_missing() -> str | None:
-  missing = [n for n in ("torch", "transformers", "trl")
-             if importlib.util.find_spec(n) is None]
+  missing = [
+      n
+      for n in ("torch", "transformers", "trl")
+      if importlib.util.find_spec(n) is None
+  ]
   if missing:
-    return (f"{', '.join(missing)} not installed (pip install -e .[bench]); "
-            "baselines skipped")
+    return (
+        f"{', '.join(missing)} not installed (pip install -e .[bench]); "
+        "baselines skipped"
+    )
   return None
 
 
-def run(*, quick: bool = False, sections: Sequence[str] = SECTIONS,
-        baselines: bool = True, in_process: bool = False,
-        workdir: str | None = None, timeout: float = 3600.0,
-        log=print) -> dict:
+def run(
+    *,
+    quick: bool = False,
+    sections: Sequence[str] = SECTIONS,
+    baselines: bool = True,
+    in_process: bool = False,
+    workdir: str | None = None,
+    timeout: float = 3600.0,
+    log=print,
+) -> dict:
   """Runs the benchmark; returns the result dict (see the module docstring).
 
   Args:
@@ -211,10 +274,14 @@ def run(*, quick: bool = False, sections: Sequence[str] = SECTIONS,
   """
   st = bs.settings(quick)
   result: dict[str, Any] = {
-      "meta": {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-               "quick": quick, "machine": _machine(),
-               "versions": _versions(), "settings": st.__dict__,
-               "note": "CPU figures; see experiments/bench.py"},
+      "meta": {
+          "date": datetime.datetime.now().isoformat(timespec="seconds"),
+          "quick": quick,
+          "machine": _machine(),
+          "versions": _versions(),
+          "settings": st.__dict__,
+          "note": "CPU figures; see experiments/bench.py",
+      },
       "skipped": {},
   }
   skip_reason = None if baselines else "baselines disabled (--no-baselines)"
@@ -223,8 +290,9 @@ def run(*, quick: bool = False, sections: Sequence[str] = SECTIONS,
     result["skipped"]["baselines"] = skip_reason
 
   def ours(section, model, **extra):
-    job = dict(framework="ours", section=section, model=model, quick=quick,
-               **extra)
+    job = dict(
+        framework="ours", section=section, model=model, quick=quick, **extra
+    )
     log(f"[bench] ours {section} {model}")
     if in_process:
       try:
@@ -236,8 +304,14 @@ def run(*, quick: bool = False, sections: Sequence[str] = SECTIONS,
   def theirs(section, model, **extra):
     if skip_reason:
       return None
-    job = dict(framework="torch", section=section, model=model, quick=quick,
-               hf_dir=hf_dirs[model], **extra)
+    job = dict(
+        framework="torch",
+        section=section,
+        model=model,
+        quick=quick,
+        hf_dir=hf_dirs[model],
+        **extra,
+    )
     log(f"[bench] baseline {section} {model}")
     return _spawn(job, timeout)
 
@@ -264,20 +338,28 @@ def run(*, quick: bool = False, sections: Sequence[str] = SECTIONS,
     if "decode" in sections:
       result["decode"] = {}
       for model in st.decode_models:
-        entry = {"ours": ours("decode", model),
-                 "hf": theirs("decode", model)}
+        entry = {"ours": ours("decode", model), "hf": theirs("decode", model)}
         entry["ratio"] = {
-            str(b): _ratio((entry["ours"] or {}).get(str(b)),
-                           (entry["hf"] or {}).get(str(b)), "tokens_per_s")
-            for b in st.decode_batches}
-        rows = {who: [entry[who][str(b)].pop("first_row_tokens")
-                      for b in st.decode_batches]
-                for who in ("ours", "hf")
-                if entry[who] and "error" not in entry[who]}
+            str(b): _ratio(
+                (entry["ours"] or {}).get(str(b)),
+                (entry["hf"] or {}).get(str(b)),
+                "tokens_per_s",
+            )
+            for b in st.decode_batches
+        }
+        rows = {
+            who: [
+                entry[who][str(b)].pop("first_row_tokens")
+                for b in st.decode_batches
+            ]
+            for who in ("ours", "hf")
+            if entry[who] and "error" not in entry[who]
+        }
         if len(rows) == 2:
           # Same weights => same greedy tokens, up to float rounding ties.
           entry["greedy_prefix_agreement"] = bs.median(
-              [_agreement(o, h) for o, h in zip(rows["ours"], rows["hf"])])
+              [_agreement(o, h) for o, h in zip(rows["ours"], rows["hf"])]
+          )
         result["decode"][model] = entry
 
     if "train" in sections:
@@ -286,8 +368,9 @@ def run(*, quick: bool = False, sections: Sequence[str] = SECTIONS,
         entry = {"ours": ours("train", model)}
         flops = None
         if "error" not in entry["ours"]:
-          flops = entry["ours"]["model_flops_per_s"] / entry["ours"][
-              "tokens_per_s"]
+          flops = (
+              entry["ours"]["model_flops_per_s"] / entry["ours"]["tokens_per_s"]
+          )
         entry["torch"] = theirs("train", model, flops_per_token=flops)
         entry["ratio"] = _ratio(entry["ours"], entry["torch"], "tokens_per_s")
         result["train"][model] = entry
@@ -299,25 +382,32 @@ def run(*, quick: bool = False, sections: Sequence[str] = SECTIONS,
         if model == "tiny":
           result["skipped"]["grpo_tiny_trl"] = (
               "the tiny model has no Hugging Face tokenizer; TRL runs on "
-              "SmolLM2 only")
+              "SmolLM2 only"
+          )
         else:
           from rlcs_jax.model import smollm2  # pylint: disable=g-import-not-at-top
 
           gguf = smollm2.find_gguf(smollm2.default_cache_dir())
           entry["trl"] = theirs(
-              "grpo", model, tokenizer_source={
+              "grpo",
+              model,
+              tokenizer_source={
                   "pretrained_model_name_or_path": os.path.dirname(gguf),
-                  "gguf_file": os.path.basename(gguf)})
+                  "gguf_file": os.path.basename(gguf),
+              },
+          )
         # Speed-up: TRL's step time over ours.
         entry["ratio"] = _ratio(entry["trl"], entry["ours"], "step_s")
         result["grpo"][model] = entry
 
     if "scaling" in sections:
       result["scaling"] = {
-          "decode": {m: ours("scaling_decode", m)
-                     for m in st.scaling_decode_models},
-          "train": {m: ours("scaling_train", m)
-                    for m in st.scaling_train_models},
+          "decode": {
+              m: ours("scaling_decode", m) for m in st.scaling_decode_models
+          },
+          "train": {
+              m: ours("scaling_train", m) for m in st.scaling_train_models
+          },
       }
   finally:
     if tmp is not None:
@@ -341,8 +431,14 @@ def _targets(result: dict) -> list[dict]:
     if not isinstance(value, (int, float)):
       continue
     met = value >= threshold if op == ">=" else value <= threshold
-    out.append({"target": name, "value": value,
-                "threshold": f"{op} {threshold}", "met": bool(met)})
+    out.append(
+        {
+            "target": name,
+            "value": value,
+            "threshold": f"{op} {threshold}",
+            "met": bool(met),
+        }
+    )
   return out
 
 
@@ -360,17 +456,23 @@ def table(result: dict) -> str:
   """A readable summary of `result`."""
   lines = []
   m = result["meta"]
-  lines.append(f"rlcs_jax benchmark {m['date']}  {m['machine']['cpu']}, "
-               f"{m['machine']['cores']} cores  (CPU figures"
-               f"{', --quick' if m['quick'] else ''})")
+  lines.append(
+      f"rlcs_jax benchmark {m['date']}  {m['machine']['cpu']}, "
+      f"{m['machine']['cores']} cores  (CPU figures"
+      f"{', --quick' if m['quick'] else ''})"
+  )
   for k, v in result["skipped"].items():
     lines.append(f"  skipped {k}: {v.splitlines()[-1] if v else v}")
   if "decode" in result:
-    lines.append("\nDECODE (greedy, float32; tokens/s incl. prefill; "
-                 "compile excluded)")
-    lines.append(f"  {'model':8s} {'B':>3s} {'ours tok/s':>11s} "
-                 f"{'HF tok/s':>9s} {'ratio':>6s} {'ours prefill':>12s} "
-                 f"{'HF prefill':>10s} {'compile':>8s} {'RSS MB o/h':>12s}")
+    lines.append(
+        "\nDECODE (greedy, float32; tokens/s incl. prefill; "
+        "compile excluded)"
+    )
+    lines.append(
+        f"  {'model':8s} {'B':>3s} {'ours tok/s':>11s} "
+        f"{'HF tok/s':>9s} {'ratio':>6s} {'ours prefill':>12s} "
+        f"{'HF prefill':>10s} {'compile':>8s} {'RSS MB o/h':>12s}"
+    )
     for model, e in result["decode"].items():
       o, h = e["ours"] or {}, e["hf"] or {}
       if "error" in o:
@@ -386,22 +488,28 @@ def table(result: dict) -> str:
             f"{_fmt(1e3 * hb['prefill_s'] if hb else None):>8s}ms "
             f"{_fmt(ob.get('compile_s')):>7s}s "
             f"{_fmt(o.get('peak_rss_mb'), '.0f'):>5s}/"
-            f"{_fmt(h.get('peak_rss_mb'), '.0f'):<5s}")
+            f"{_fmt(h.get('peak_rss_mb'), '.0f'):<5s}"
+        )
       if "greedy_prefix_agreement" in e:
-        lines.append(f"  {model:8s} greedy tokens equal to HF's before the "
-                     f"first divergence (median row): {e['greedy_prefix_agreement']:.2f}")
+        lines.append(
+            f"  {model:8s} greedy tokens equal to HF's before the "
+            f"first divergence (median row): {e['greedy_prefix_agreement']:.2f}"
+        )
   if "train" in result:
     lines.append("\nTRAIN STEP (SFT fwd+bwd+AdamW)")
-    lines.append(f"  {'model':8s} {'ours tok/s':>10s} {'torch tok/s':>11s} "
-                 f"{'ratio':>6s} {'ours GFLOP/s':>12s} {'matmul':>7s} "
-                 f"{'MFU':>5s} {'torch MFU':>9s} {'compile':>8s} "
-                 f"{'RSS MB o/t':>12s}")
+    lines.append(
+        f"  {'model':8s} {'ours tok/s':>10s} {'torch tok/s':>11s} "
+        f"{'ratio':>6s} {'ours GFLOP/s':>12s} {'matmul':>7s} "
+        f"{'MFU':>5s} {'torch MFU':>9s} {'compile':>8s} "
+        f"{'RSS MB o/t':>12s}"
+    )
     for model, e in result["train"].items():
       o, t = e["ours"] or {}, e["torch"] or {}
       for who, d in (("ours", o), ("torch", t)):
         if "error" in d:
-          lines.append(f"  {model:8s} {who} error: "
-                       f"{d['error'].splitlines()[-1]}")
+          lines.append(
+              f"  {model:8s} {who} error: " f"{d['error'].splitlines()[-1]}"
+          )
       lines.append(
           f"  {model:8s} {_fmt(o.get('tokens_per_s'), '.0f'):>10s} "
           f"{_fmt(t.get('tokens_per_s'), '.0f'):>11s} "
@@ -412,18 +520,21 @@ def table(result: dict) -> str:
           f"{_fmt(t.get('mfu_vs_matmul'), '.2f'):>9s} "
           f"{_fmt(o.get('compile_s')):>7s}s "
           f"{_fmt(o.get('peak_rss_mb'), '.0f'):>5s}/"
-          f"{_fmt(t.get('peak_rss_mb'), '.0f'):<5s}")
+          f"{_fmt(t.get('peak_rss_mb'), '.0f'):<5s}"
+      )
   if "grpo" in result:
-    lines.append("\nGRPO STEP (seconds; generate / reference / reward / "
-                 "update)")
+    lines.append(
+        "\nGRPO STEP (seconds; generate / reference / reward / " "update)"
+    )
     for model, e in result["grpo"].items():
       for who in ("ours", "trl"):
         d = e.get(who)
         if d is None:
           continue
         if "error" in d:
-          lines.append(f"  {model:8s} {who:5s} error: "
-                       f"{d['error'].splitlines()[-1]}")
+          lines.append(
+              f"  {model:8s} {who:5s} error: " f"{d['error'].splitlines()[-1]}"
+          )
           continue
         lines.append(
             f"  {model:8s} {who:5s} step {_fmt(d['step_s'], '.2f'):>6s}  "
@@ -432,50 +543,73 @@ def table(result: dict) -> str:
             f"{_fmt(d['reward_s'], '.3f')}  update "
             f"{_fmt(d['update_s'], '.2f')}  other "
             f"{_fmt(d.get('other_s'), '.2f')}  RSS "
-            f"{_fmt(d.get('peak_rss_mb'), '.0f')} MB")
-      lines.append(f"  {model:8s} ratio (TRL step / ours) "
-                   f"{_fmt(e['ratio'], '.2f')}")
+            f"{_fmt(d.get('peak_rss_mb'), '.0f')} MB"
+        )
+      lines.append(
+          f"  {model:8s} ratio (TRL step / ours) " f"{_fmt(e['ratio'], '.2f')}"
+      )
   if "scaling" in result:
     lines.append("\nSCALING (ours)")
     for model, d in result["scaling"]["decode"].items():
       if "error" in d:
-        lines.append(f"  decode {model}: error "
-                     f"{d['error'].splitlines()[-1]}")
+        lines.append(
+            f"  decode {model}: error " f"{d['error'].splitlines()[-1]}"
+        )
         continue
       cells = "  ".join(
-          f"T={k}: {v['ms_per_token']:.2f}" for k, v in d.items()
-          if isinstance(v, dict))
-      lines.append(f"  decode {model:8s} B={d['batch']} ms/token  {cells}  "
-                   f"max/min {d['max_over_min']:.2f}  RSS "
-                   f"{d['peak_rss_mb']:.0f} MB")
+          f"T={k}: {v['ms_per_token']:.2f}"
+          for k, v in d.items()
+          if isinstance(v, dict)
+      )
+      lines.append(
+          f"  decode {model:8s} B={d['batch']} ms/token  {cells}  "
+          f"max/min {d['max_over_min']:.2f}  RSS "
+          f"{d['peak_rss_mb']:.0f} MB"
+      )
     for model, d in result["scaling"]["train"].items():
       if "error" in d:
-        lines.append(f"  train {model}: error "
-                     f"{d['error'].splitlines()[-1]}")
+        lines.append(
+            f"  train {model}: error " f"{d['error'].splitlines()[-1]}"
+        )
         continue
-      cells = "  ".join(f"L={k}: {v['tokens_per_s']:.0f}"
-                        for k, v in d.items() if isinstance(v, dict))
-      lines.append(f"  train  {model:8s} tokens/s  {cells}  RSS "
-                   f"{d['peak_rss_mb']:.0f} MB")
+      cells = "  ".join(
+          f"L={k}: {v['tokens_per_s']:.0f}"
+          for k, v in d.items()
+          if isinstance(v, dict)
+      )
+      lines.append(
+          f"  train  {model:8s} tokens/s  {cells}  RSS "
+          f"{d['peak_rss_mb']:.0f} MB"
+      )
   if result.get("targets"):
     lines.append("\nTARGETS")
     for t in result["targets"]:
-      lines.append(f"  {'MET ' if t['met'] else 'MISS'} {t['target']:34s} "
-                   f"{t['value']:.2f} (target {t['threshold']})")
+      lines.append(
+          f"  {'MET ' if t['met'] else 'MISS'} {t['target']:34s} "
+          f"{t['value']:.2f} (target {t['threshold']})"
+      )
   return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="small shapes, tiny model only")
+  parser.add_argument(
+      "--quick", action="store_true", help="small shapes, tiny model only"
+  )
   parser.add_argument("--out", help="also write the JSON object here")
-  parser.add_argument("--sections", default=",".join(SECTIONS),
-                      help=f"comma-separated subset of {SECTIONS}")
-  parser.add_argument("--no-baselines", action="store_true",
-                      help="skip HF / PyTorch / TRL")
-  parser.add_argument("--in-process", action="store_true",
-                      help="run our jobs in this process (no per-section RSS)")
+  parser.add_argument(
+      "--sections",
+      default=",".join(SECTIONS),
+      help=f"comma-separated subset of {SECTIONS}",
+  )
+  parser.add_argument(
+      "--no-baselines", action="store_true", help="skip HF / PyTorch / TRL"
+  )
+  parser.add_argument(
+      "--in-process",
+      action="store_true",
+      help="run our jobs in this process (no per-section RSS)",
+  )
   parser.add_argument("--workdir", help="keep exported checkpoints here")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -484,12 +618,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   sections = [s for s in args.sections.split(",") if s]
   unknown = set(sections) - set(SECTIONS)
   if unknown:
-    parser.error(f"unknown sections {sorted(unknown)}; choose from "
-                 f"{SECTIONS}")
-  result = run(quick=args.quick, sections=sections,
-               baselines=not args.no_baselines, in_process=args.in_process,
-               workdir=args.workdir,
-               log=lambda s: print(s, file=sys.stderr, flush=True))
+    parser.error(
+        f"unknown sections {sorted(unknown)}; choose from " f"{SECTIONS}"
+    )
+  result = run(
+      quick=args.quick,
+      sections=sections,
+      baselines=not args.no_baselines,
+      in_process=args.in_process,
+      workdir=args.workdir,
+      log=lambda s: print(s, file=sys.stderr, flush=True),
+  )
   print(table(result))
   print(json.dumps(result))
   if args.out:

@@ -12,6 +12,7 @@ V vocab, Pg prompts per GRPO step, R samples per prompt.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -49,12 +50,17 @@ def load_model(name: str) -> tuple[ModelConfig, Any, Any]:
   """(config, float32 params, tokenizer) of a benchmark model."""
   if name == "tiny":
     cfg = ModelConfig(**PRESETS["tiny"])
-    variables = Transformer(cfg).init(jax.random.key(bs.TINY_SEED),
-                                      jnp.zeros((1, 8), jnp.int32))
-    return cfg, nn.meta.unbox(variables)["params"], _LetterTokenizer(
-        cfg.vocab_size)
+    variables = Transformer(cfg).init(
+        jax.random.key(bs.TINY_SEED), jnp.zeros((1, 8), jnp.int32)
+    )
+    return (
+        cfg,
+        nn.meta.unbox(variables)["params"],
+        _LetterTokenizer(cfg.vocab_size),
+    )
   if name == "smollm2":
     from rlcs_jax.model import smollm2  # Reads the GGUF from the cache.
+
     return smollm2.load_smollm2()
   raise ValueError(f"unknown benchmark model {name!r}")
 
@@ -63,8 +69,11 @@ def export(name: str, out_dir: str) -> dict:
   """Writes the model's weights as a Hugging Face checkpoint."""
   cfg, params, _ = load_model(name)
   weights.save_hf_checkpoint(params, cfg, out_dir)
-  return {"dir": out_dir, "num_params": cfg.num_params(),
-          "peak_rss_mb": bs.peak_rss_mb()}
+  return {
+      "dir": out_dir,
+      "num_params": cfg.num_params(),
+      "peak_rss_mb": bs.peak_rss_mb(),
+  }
 
 
 def matmul_flops(size: int, dtype: str, reps: int) -> float:
@@ -77,8 +86,11 @@ def matmul_flops(size: int, dtype: str, reps: int) -> float:
   keys = jax.random.split(jax.random.key(0))
   a = jax.random.normal(keys[0], (size, size), jnp.float32).astype(dt)
   b = jax.random.normal(keys[1], (size, size), jnp.float32).astype(dt)
-  mm = jax.jit(lambda a, b: jnp.einsum(
-      "mk,kn->mn", a, b, preferred_element_type=jnp.float32))
+  mm = jax.jit(
+      lambda a, b: jnp.einsum(
+          "mk,kn->mn", a, b, preferred_element_type=jnp.float32
+      )
+  )
   t = bs.timed(lambda: mm(a, b).block_until_ready(), max(reps, 5), warmup=2)
   return 2.0 * size**3 / t["median_s"]
 
@@ -87,22 +99,29 @@ def matmul_flops(size: int, dtype: str, reps: int) -> float:
 # Decode.
 
 
-def _generate_fn(params, cfg: ModelConfig, batch: int, prompt: int,
-                 new: int):
-  tokens = jnp.asarray(bs.prompt_tokens(cfg.vocab_size, batch, prompt),
-                       jnp.int32)
+def _generate_fn(params, cfg: ModelConfig, batch: int, prompt: int, new: int):
+  tokens = jnp.asarray(
+      bs.prompt_tokens(cfg.vocab_size, batch, prompt), jnp.int32
+  )
   valid = jnp.ones(tokens.shape, bool)
-  scfg = sampling.SamplingConfig(max_new_tokens=new, greedy=True,
-                                 stop_ids=(), prompt_buckets=(prompt,))
+  scfg = sampling.SamplingConfig(
+      max_new_tokens=new, greedy=True, stop_ids=(), prompt_buckets=(prompt,)
+  )
 
   def generate():
     # A fresh key per call: the decode loop donates its state, key included.
-    return jax.block_until_ready(sampling.generate_arrays(
-        params, tokens, valid, jax.random.key(0), model_cfg=cfg, cfg=scfg))
+    return jax.block_until_ready(
+        sampling.generate_arrays(
+            params, tokens, valid, jax.random.key(0), model_cfg=cfg, cfg=scfg
+        )
+    )
 
   def prefill():
-    return jax.block_until_ready(sampling.prefill(
-        params, tokens, valid, model_cfg=cfg, cache_len=prompt + new))
+    return jax.block_until_ready(
+        sampling.prefill(
+            params, tokens, valid, model_cfg=cfg, cache_len=prompt + new
+        )
+    )
 
   return generate, prefill
 
@@ -112,8 +131,9 @@ def run_decode(name: str, st: bs.Settings) -> dict:
   cfg, params, _ = load_model(name)
   out = {}
   for b in st.decode_batches:
-    generate, prefill = _generate_fn(params, cfg, b, st.decode_prompt,
-                                     st.decode_new)
+    generate, prefill = _generate_fn(
+        params, cfg, b, st.decode_prompt, st.decode_new
+    )
     gen = bs.timed(generate, st.reps)
     pre = bs.timed(prefill, st.reps)
     tokens = np.asarray(generate()[0])
@@ -122,8 +142,9 @@ def run_decode(name: str, st: bs.Settings) -> dict:
         "tokens_per_s": b * st.decode_new / total,
         "total_s": total,
         "prefill_s": pre["median_s"],
-        "decode_tokens_per_s": b * st.decode_new / max(
-            total - pre["median_s"], 1e-9),
+        "decode_tokens_per_s": b
+        * st.decode_new
+        / max(total - pre["median_s"], 1e-9),
         "compile_s": max(gen["first_s"] - total, 0.0),
         "first_row_tokens": tokens[0].tolist(),
     }
@@ -156,22 +177,45 @@ def run_scaling_decode(name: str, st: bs.Settings) -> dict:
 
 
 def _optimizer(lr: float, weight_decay: float):
-  return state_lib.make_optimizer(state_lib.OptimConfig(
-      lr=lr, warmup_steps=0, total_steps=10**6, min_lr_ratio=1.0,
-      weight_decay=weight_decay, b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0))
+  return state_lib.make_optimizer(
+      state_lib.OptimConfig(
+          lr=lr,
+          warmup_steps=0,
+          total_steps=10**6,
+          min_lr_ratio=1.0,
+          weight_decay=weight_decay,
+          b1=0.9,
+          b2=0.999,
+          eps=1e-8,
+          clip_norm=1.0,
+      )
+  )
 
 
-def _train_step_time(cfg: ModelConfig, params, batch: int, seq: int,
-                     reps: int) -> dict:
+@functools.lru_cache(maxsize=None)
+def _train_step_fn(cfg: ModelConfig):
+  """(optimizer, jitted SFT step); cached so equal shapes reuse compiles."""
   tx = _optimizer(1e-4, 0.01)
-  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32),
-                               params=jax.tree.map(jnp.copy, params),
-                               opt_state=tx.init(params))
-  step = jax.jit(sft.make_train_step(cfg, tx, grad_accum=1),
-                 donate_argnums=0)
+  return tx, jax.jit(
+      sft.make_train_step(cfg, tx, grad_accum=1), donate_argnums=0
+  )
+
+
+def _train_step_time(
+    cfg: ModelConfig, params, batch: int, seq: int, reps: int
+) -> dict:
+  tx, step = _train_step_fn(cfg)
+  state = state_lib.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=jax.tree.map(jnp.copy, params),
+      opt_state=tx.init(params),
+  )
   tokens = jnp.asarray(bs.train_tokens(cfg.vocab_size, batch, seq), jnp.int32)
-  data = {"tokens": tokens, "valid": jnp.ones(tokens.shape, bool),
-          "loss_mask": jnp.ones(tokens.shape, jnp.float32)}
+  data = {
+      "tokens": tokens,
+      "valid": jnp.ones(tokens.shape, bool),
+      "loss_mask": jnp.ones(tokens.shape, jnp.float32),
+  }
   holder = [state]
 
   def run():
@@ -180,9 +224,12 @@ def _train_step_time(cfg: ModelConfig, params, batch: int, seq: int,
 
   t = bs.timed(run, reps)
   flops = cfg.flops_per_token(seq) * batch * seq
-  return {"step_s": t["median_s"], "tokens_per_s": batch * seq / t["median_s"],
-          "model_flops_per_s": flops / t["median_s"],
-          "compile_s": max(t["first_s"] - t["median_s"], 0.0)}
+  return {
+      "step_s": t["median_s"],
+      "tokens_per_s": batch * seq / t["median_s"],
+      "model_flops_per_s": flops / t["median_s"],
+      "compile_s": max(t["first_s"] - t["median_s"], 0.0),
+  }
 
 
 def run_train(name: str, st: bs.Settings) -> dict:
@@ -199,8 +246,10 @@ def run_train(name: str, st: bs.Settings) -> dict:
 def run_scaling_train(name: str, st: bs.Settings) -> dict:
   cfg, params, _ = load_model(name)
   reps = st.reps if name == "tiny" else max(2, st.reps // 2)
-  out = {str(L): _train_step_time(cfg, params, st.train_batch, L, reps)
-         for L in st.scaling_seqs}
+  out = {
+      str(L): _train_step_time(cfg, params, st.train_batch, L, reps)
+      for L in st.scaling_seqs
+  }
   out["peak_rss_mb"] = bs.peak_rss_mb()
   return out
 
@@ -287,7 +336,7 @@ def run_grpo(name: str, st: bs.Settings) -> dict:
     reward_time[0] += time.perf_counter() - start
     return out
 
-  prompts = [{"prompt": p} for p in bs.GRPO_PROMPTS[:st.grpo_prompts]]
+  prompts = [{"prompt": p} for p in bs.GRPO_PROMPTS[: st.grpo_prompts]]
 
   def prompt_iter():
     while True:
@@ -296,15 +345,23 @@ def run_grpo(name: str, st: bs.Settings) -> dict:
   mesh = shd.make_mesh(dict(config.mesh))
   rules = tuple(tuple(r) for r in config.sharding_rules)
   splits: dict[str, list[float]] = {
-      k: [] for k in ("generate", "reward", "reference", "update", "other",
-                      "step")}
+      k: []
+      for k in ("generate", "reward", "reference", "update", "other", "step")
+  }
   workdir = tempfile.TemporaryDirectory(prefix="rlcs_bench_grpo_")
   # Built outside the mesh context and stepped inside it, as `grpo.train`.
   trainer = grpo.GRPOTrainer(
-      config, workdir.name, stage="bench", model_cfg=cfg,
-      tokenizer=_NoStopTokenizer(tokenizer), mesh=mesh, init_params=params,
+      config,
+      workdir.name,
+      stage="bench",
+      model_cfg=cfg,
+      tokenizer=_NoStopTokenizer(tokenizer),
+      mesh=mesh,
+      init_params=params,
       reward_components=[
-          rewards_lib.RewardComponent("code_reward", reward_fn, 1.0)])
+          rewards_lib.RewardComponent("code_reward", reward_fn, 1.0)
+      ],
+  )
   it = prompt_iter()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
 
@@ -317,9 +374,14 @@ def run_grpo(name: str, st: bs.Settings) -> dict:
       t2 = time.perf_counter()
       assert roll.tokens.shape[1] - roll.prompt_len == st.grpo_new
       ref, upd = timings.get("time/reference", 0.0), timings["time/update"]
-      return {"generate": t1 - t0 - reward_time[0], "reward": reward_time[0],
-              "reference": ref, "update": upd,
-              "other": t2 - t1 - ref - upd, "step": t2 - t0}, metrics
+      return {
+          "generate": t1 - t0 - reward_time[0],
+          "reward": reward_time[0],
+          "reference": ref,
+          "update": upd,
+          "other": t2 - t1 - ref - upd,
+          "step": t2 - t0,
+      }, metrics
 
     first, _ = step(0)
     for i in range(st.reps):

@@ -61,45 +61,69 @@ class Settings:
 
 
 FULL = Settings(
-    reps=5, torch_reps=3,
-    decode_models=("tiny", "smollm2"), decode_prompt=64, decode_new=128,
+    reps=5,
+    torch_reps=3,
+    decode_models=("tiny", "smollm2"),
+    decode_prompt=64,
+    decode_new=128,
     decode_batches=(1, 8, 32),
-    train_models=("tiny", "smollm2"), train_batch=8, train_seq=256,
-    grpo_models=("smollm2",), grpo_prompts=4, grpo_samples=4, grpo_new=128,
+    train_models=("tiny", "smollm2"),
+    train_batch=8,
+    train_seq=256,
+    grpo_models=("smollm2",),
+    grpo_prompts=4,
+    grpo_samples=4,
+    grpo_new=128,
     grpo_beta=0.04,
-    scaling_decode_models=("tiny", "smollm2"), scaling_decode_batch=8,
+    scaling_decode_models=("tiny", "smollm2"),
+    scaling_decode_batch=8,
     scaling_new=(64, 128, 256, 512),
-    scaling_train_models=("tiny", "smollm2"), scaling_seqs=(128, 256, 512),
-    matmul_size=2048)
+    scaling_train_models=("tiny", "smollm2"),
+    scaling_seqs=(128, 256, 512),
+    matmul_size=2048,
+)
 
 # Small shapes on the tiny model only: a smoke run (and the unit test).
 QUICK = Settings(
-    reps=2, torch_reps=1,
-    decode_models=("tiny",), decode_prompt=16, decode_new=16,
+    reps=2,
+    torch_reps=1,
+    decode_models=("tiny",),
+    decode_prompt=16,
+    decode_new=16,
     decode_batches=(1, 4),
-    train_models=("tiny",), train_batch=2, train_seq=32,
-    grpo_models=("tiny",), grpo_prompts=2, grpo_samples=2, grpo_new=8,
+    train_models=("tiny",),
+    train_batch=2,
+    train_seq=32,
+    grpo_models=("tiny",),
+    grpo_prompts=2,
+    grpo_samples=2,
+    grpo_new=8,
     grpo_beta=0.04,
-    scaling_decode_models=("tiny",), scaling_decode_batch=2,
+    scaling_decode_models=("tiny",),
+    scaling_decode_batch=2,
     scaling_new=(8, 16),
-    scaling_train_models=("tiny",), scaling_seqs=(16, 32),
-    matmul_size=256)
+    scaling_train_models=("tiny",),
+    scaling_seqs=(16, 32),
+    matmul_size=256,
+)
 
 
 def settings(quick: bool) -> Settings:
   return QUICK if quick else FULL
 
 
-def prompt_tokens(vocab_size: int, batch: int, length: int,
-                  seed: int = 1) -> np.ndarray:
+def prompt_tokens(
+    vocab_size: int, batch: int, length: int, seed: int = 1
+) -> np.ndarray:
   """Random prompt ids [B, P], identical on both sides (ids 3.. to skip
   the usual special tokens)."""
   rng = np.random.default_rng(seed)
   return rng.integers(3, vocab_size, (batch, length), dtype=np.int64)
 
 
-def train_tokens(vocab_size: int, batch: int, length: int,
-                 seed: int = 2) -> np.ndarray:
+def train_tokens(
+    vocab_size: int, batch: int, length: int, seed: int = 2
+) -> np.ndarray:
   """Random training sequences [B, L + 1] (inputs and shifted targets)."""
   rng = np.random.default_rng(seed)
   return rng.integers(3, vocab_size, (batch, length + 1), dtype=np.int64)
@@ -131,8 +155,11 @@ def timed(fn: Callable[[], Any], reps: int, warmup: int = 1) -> dict:
     start = time.perf_counter()
     fn()
     times.append(time.perf_counter() - start)
-  return {"first_s": first, "median_s": statistics.median(times),
-          "times_s": times}
+  return {
+      "first_s": first,
+      "median_s": statistics.median(times),
+      "times_s": times,
+  }
 
 
 def peak_rss_mb() -> float:

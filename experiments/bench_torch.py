@@ -47,19 +47,26 @@ def run_decode(hf_dir: str, st: bs.Settings) -> dict:
   from transformers import GenerationConfig  # pylint: disable=g-import-not-at-top
 
   model.eval()
-  gen_cfg = GenerationConfig(max_new_tokens=st.decode_new,
-                             min_new_tokens=st.decode_new, do_sample=False,
-                             eos_token_id=None, pad_token_id=0, use_cache=True)
+  gen_cfg = GenerationConfig(
+      max_new_tokens=st.decode_new,
+      min_new_tokens=st.decode_new,
+      do_sample=False,
+      eos_token_id=None,
+      pad_token_id=0,
+      use_cache=True,
+  )
   out = {}
   for b in st.decode_batches:
     ids = torch.as_tensor(
-        bs.prompt_tokens(model.config.vocab_size, b, st.decode_prompt))
+        bs.prompt_tokens(model.config.vocab_size, b, st.decode_prompt)
+    )
     mask = torch.ones_like(ids)
 
     def generate():
       with torch.inference_mode():
-        return model.generate(input_ids=ids, attention_mask=mask,
-                              generation_config=gen_cfg)
+        return model.generate(
+            input_ids=ids, attention_mask=mask, generation_config=gen_cfg
+        )
 
     def prefill():
       with torch.inference_mode():
@@ -67,14 +74,15 @@ def run_decode(hf_dir: str, st: bs.Settings) -> dict:
 
     gen = bs.timed(generate, st.torch_reps)
     pre = bs.timed(prefill, st.torch_reps)
-    tokens = generate()[:, st.decode_prompt:].numpy()
+    tokens = generate()[:, st.decode_prompt :].numpy()
     total = gen["median_s"]
     out[str(b)] = {
         "tokens_per_s": b * st.decode_new / total,
         "total_s": total,
         "prefill_s": pre["median_s"],
-        "decode_tokens_per_s": b * st.decode_new / max(
-            total - pre["median_s"], 1e-9),
+        "decode_tokens_per_s": b
+        * st.decode_new
+        / max(total - pre["median_s"], 1e-9),
         "compile_s": 0.0,  # Eager: nothing to compile.
         "first_row_tokens": tokens[0].tolist(),
     }
@@ -86,17 +94,22 @@ def _train_step_time(torch, model, batch: int, seq: int, reps: int) -> dict:
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
   model.train()
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999),
-                          eps=1e-8, weight_decay=0.01)
-  tokens = torch.as_tensor(
-      bs.train_tokens(model.config.vocab_size, batch, seq))
+  opt = torch.optim.AdamW(
+      model.parameters(),
+      lr=1e-4,
+      betas=(0.9, 0.999),
+      eps=1e-8,
+      weight_decay=0.01,
+  )
+  tokens = torch.as_tensor(bs.train_tokens(model.config.vocab_size, batch, seq))
   inputs, targets = tokens[:, :-1], tokens[:, 1:]
   vocab = model.config.vocab_size
 
   def step():
     logits = model(input_ids=inputs).logits
-    loss = F.cross_entropy(logits.float().reshape(-1, vocab),
-                           targets.reshape(-1))
+    loss = F.cross_entropy(
+        logits.float().reshape(-1, vocab), targets.reshape(-1)
+    )
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
@@ -111,8 +124,9 @@ def run_train(hf_dir: str, st: bs.Settings, flops_per_token: float) -> dict:
   """PyTorch eager SFT step: forward, cross-entropy, backward, clip, AdamW."""
   torch, model = _load(hf_dir)
   mm = matmul_flops(st.matmul_size, st.torch_reps)
-  out = _train_step_time(torch, model, st.train_batch, st.train_seq,
-                         st.torch_reps)
+  out = _train_step_time(
+      torch, model, st.train_batch, st.train_seq, st.torch_reps
+  )
   out["model_flops_per_s"] = flops_per_token * out["tokens_per_s"]
   out["matmul_flops_per_s"] = mm
   out["mfu_vs_matmul"] = out["model_flops_per_s"] / mm
@@ -137,7 +151,8 @@ def run_grpo(hf_dir: str, st: bs.Settings, tokenizer_source: dict) -> dict:
   pg, r, t = st.grpo_prompts, st.grpo_samples, st.grpo_new
   steps = 1 + st.torch_reps
   dataset = datasets.Dataset.from_dict(
-      {"prompt": list(bs.GRPO_PROMPTS[:pg]) * (steps + 1)})
+      {"prompt": list(bs.GRPO_PROMPTS[:pg]) * (steps + 1)}
+  )
 
   def code_reward(completions, **kwargs):
     del kwargs
@@ -167,18 +182,34 @@ def run_grpo(hf_dir: str, st: bs.Settings, tokenizer_source: dict) -> dict:
 
   with tempfile.TemporaryDirectory() as out_dir:
     args = trl.GRPOConfig(
-        output_dir=out_dir, use_cpu=True, bf16=False, seed=0,
-        per_device_train_batch_size=pg * r, num_generations=r,
-        max_completion_length=t, beta=st.grpo_beta, temperature=1.0,
-        learning_rate=1e-6, loss_type="dapo",
+        output_dir=out_dir,
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        per_device_train_batch_size=pg * r,
+        num_generations=r,
+        max_completion_length=t,
+        beta=st.grpo_beta,
+        temperature=1.0,
+        learning_rate=1e-6,
+        loss_type="dapo",
         gradient_checkpointing=False,  # Ours does not rematerialise either.
         generation_kwargs={"min_new_tokens": t},  # No early stop, as ours.
-        max_steps=steps, logging_steps=1, report_to="none",
-        save_strategy="no", shuffle_dataset=False, disable_tqdm=True)
-    trainer = trl.GRPOTrainer(model=model, reward_funcs=code_reward, args=args,
-                              train_dataset=dataset,
-                              processing_class=tokenizer,
-                              callbacks=[Timer()])
+        max_steps=steps,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        shuffle_dataset=False,
+        disable_tqdm=True,
+    )
+    trainer = trl.GRPOTrainer(
+        model=model,
+        reward_funcs=code_reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[Timer()],
+    )
     trainer.train()
   profiling.ProfilingContext._log_metrics = original
 
@@ -197,8 +228,7 @@ def run_grpo(hf_dir: str, st: bs.Settings, tokenizer_source: dict) -> dict:
       "reward_s": bs.median(rew),
       # What `_prepare_inputs` spends besides generation and rewards: the
       # reference (and old-policy) log-prob passes plus bookkeeping.
-      "reference_s": bs.median(
-          [p - g - w for p, g, w in zip(prep, gen, rew)]),
+      "reference_s": bs.median([p - g - w for p, g, w in zip(prep, gen, rew)]),
       "update_s": bs.median([s - p for s, p in zip(steps_s, prep)]),
       "implementation": f"trl {trl.__version__} GRPOTrainer",
       "peak_rss_mb": bs.peak_rss_mb(),

@@ -296,21 +296,26 @@ class BPETokenizer(Tokenizer):
       spec = json.load(f)
     model = spec.get("model", {})
     if model.get("type") != "BPE":
-      raise ValueError(f"{tok_path}: model.type={model.get('type')!r}, "
-                       "expected byte-level 'BPE'")
+      raise ValueError(
+          f"{tok_path}: model.type={model.get('type')!r}, "
+          "expected byte-level 'BPE'"
+      )
     vocab = dict(model["vocab"])
     types = {}
     for added in spec.get("added_tokens", []):
       vocab[added["content"]] = added["id"]
-      types[added["id"]] = (TOKEN_CONTROL if added.get("special") else
-                            TOKEN_USER_DEFINED)
+      types[added["id"]] = (
+          TOKEN_CONTROL if added.get("special") else TOKEN_USER_DEFINED
+      )
     size = max(vocab.values()) + 1
     tokens = [f"<unused_{i}>" for i in range(size)]
     for token, i in vocab.items():
       tokens[i] = token
     token_types = [types.get(i, TOKEN_NORMAL) for i in range(size)]
-    merges = [m if isinstance(m, str) else " ".join(m)
-              for m in model.get("merges", [])]
+    merges = [
+        m if isinstance(m, str) else " ".join(m)
+        for m in model.get("merges", [])
+    ]
     config = {}
     cfg_path = os.path.join(path, "tokenizer_config.json")
     if os.path.exists(cfg_path):
@@ -326,10 +331,16 @@ class BPETokenizer(Tokenizer):
     eos = token_id("eos_token")
     if eos is None:
       raise ValueError(f"{cfg_path}: no eos_token found")
-    return cls(tokens, merges, eos_id=eos, token_types=token_types,
-               pad_id=token_id("pad_token"),
-               bos_id=token_id("bos_token") if config.get("add_bos_token")
-               else None, pre=pre, chat_template=config.get("chat_template"))
+    return cls(
+        tokens,
+        merges,
+        eos_id=eos,
+        token_types=token_types,
+        pad_id=token_id("pad_token"),
+        bos_id=token_id("bos_token") if config.get("add_bos_token") else None,
+        pre=pre,
+        chat_template=config.get("chat_template"),
+    )
 
   @classmethod
   def from_gguf(cls, path: str) -> BPETokenizer:

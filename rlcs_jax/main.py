@@ -58,8 +58,9 @@ class _QuietLibraries(std_logging.Filter):
   """Drops INFO chatter of orbax/tensorstore/tfds; warnings still pass."""
 
   def filter(self, record):
-    noisy = any(k in record.pathname for k in ("orbax", "tensorflow_datasets",
-                                                "etils"))
+    noisy = any(
+        k in record.pathname for k in ("orbax", "tensorflow_datasets", "etils")
+    )
     return record.levelno >= std_logging.WARNING or not noisy
 
 

@@ -116,8 +116,10 @@ def _pct(x: Any) -> str:
 def _win(w: dict[str, Any] | None) -> str:
   if not w:
     return "n/a"
-  return (f"{_pct(w['win_rate'])} [{_pct(w['ci_low'])}, {_pct(w['ci_high'])}]"
-          f" (n={w['n']})")
+  return (
+      f"{_pct(w['win_rate'])} [{_pct(w['ci_low'])}, {_pct(w['ci_high'])}]"
+      f" (n={w['n']})"
+  )
 
 
 def _load(workdir: str, name: str) -> dict[str, Any]:
@@ -131,16 +133,24 @@ def _load(workdir: str, name: str) -> dict[str, Any]:
 def write_report(workdir: str) -> str:
   """Writes WORKDIR/report.md (and plots/); returns its path."""
   rows = metrics_lib.read_metrics(workdir)
-  lines = ["# rlcs_jax run report", "",
-           f"Workdir: `{os.path.abspath(workdir)}`. All numbers are read from "
-           "`metrics.jsonl` and the `*results*.json` files of this run; "
-           "regenerate with `python -m rlcs_jax.eval.report WORKDIR`.", ""]
+  lines = [
+      "# rlcs_jax run report",
+      "",
+      f"Workdir: `{os.path.abspath(workdir)}`. All numbers are read from "
+      "`metrics.jsonl` and the `*results*.json` files of this run; "
+      "regenerate with `python -m rlcs_jax.eval.report WORKDIR`.",
+      "",
+  ]
   rlcs = _load(workdir, "rlcs_results.json")
   if rlcs:
-    lines += ["## RLCS", "",
-              "| metric | ours | paper |", "| --- | --- | --- |",
-              f"| rater ceiling (noise-free rater vs noisy labels) | "
-              f"{_pct(rlcs.get('rater_ceiling'))} | - |"]
+    lines += [
+        "## RLCS",
+        "",
+        "| metric | ours | paper |",
+        "| --- | --- | --- |",
+        f"| rater ceiling (noise-free rater vs noisy labels) | "
+        f"{_pct(rlcs.get('rater_ceiling'))} | - |",
+    ]
     for name in ("genrm_sft", "genrm_grpo"):
       a = rlcs.get(name, {})
       lines.append(
@@ -148,43 +158,62 @@ def write_report(workdir: str) -> str:
           f"{_pct(a.get('accuracy'))} (consistent+correct "
           f"{_pct(a.get('consistent_correct'))}, format failures "
           f"{_pct(a.get('format_failure_rate'))}) | "
-          f"{PAPER['genrm_agreement'] if name == 'genrm_grpo' else '-'} |")
+          f"{PAPER['genrm_agreement'] if name == 'genrm_grpo' else '-'} |"
+      )
     if "scalar_rm" in rlcs:
-      lines.append(f"| scalar BT RM agreement | "
-                   f"{_pct(rlcs['scalar_rm'].get('accuracy'))} | - |")
+      lines.append(
+          f"| scalar BT RM agreement | "
+          f"{_pct(rlcs['scalar_rm'].get('accuracy'))} | - |"
+      )
     lines += [
         f"| RL policy vs SFT, judged by the hidden rater | "
         f"{_win(rlcs.get('win_rate_rl_vs_sft_rater'))} | "
         f"{PAPER['rlcs_win_rate']} |",
         f"| RL policy vs SFT, judged by the GenRM | "
-        f"{_win(rlcs.get('win_rate_rl_vs_sft_genrm'))} | - |", ""]
+        f"{_win(rlcs.get('win_rate_rl_vs_sft_genrm'))} | - |",
+        "",
+    ]
   rlmr = _load(workdir, os.path.join("rlmr", "results.json"))
   if rlmr:
-    lines += ["## RLMR", "", "```json", json.dumps(rlmr, indent=2)[:4000],
-              "```", f"Paper: {PAPER['rlmr_ifeval']}; "
-              f"{PAPER['rlmr_win_rate']}.", ""]
+    lines += [
+        "## RLMR",
+        "",
+        "```json",
+        json.dumps(rlmr, indent=2)[:4000],
+        "```",
+        f"Paper: {PAPER['rlmr_ifeval']}; " f"{PAPER['rlmr_win_rate']}.",
+        "",
+    ]
   grpo = _load(workdir, os.path.join("grpo", "results.json"))
   if grpo:
-    lines += ["## GRPO (verifiable reward)", "",
-              "| | reward | response length | truncation |",
-              "| --- | --- | --- | --- |"]
+    lines += [
+        "## GRPO (verifiable reward)",
+        "",
+        "| | reward | response length | truncation |",
+        "| --- | --- | --- | --- |",
+    ]
     for k in ("before", "after"):
       v = grpo.get(k, {})
-      lines.append(f"| {k} | {v.get('reward', float('nan')):.3f} | "
-                   f"{v.get('response_length', float('nan')):.1f} | "
-                   f"{_pct(v.get('truncation_rate'))} |")
+      lines.append(
+          f"| {k} | {v.get('reward', float('nan')):.3f} | "
+          f"{v.get('response_length', float('nan')):.1f} | "
+          f"{_pct(v.get('truncation_rate'))} |"
+      )
     lines.append("")
   plots = []
   for stage in RL_STAGES:
     stage_rows = [r for r in rows if r.get("stage") == stage]
-    plots += [plot_stage(workdir, stage, stage_rows),
-              plot_constraints(workdir, stage, stage_rows)]
+    plots += [
+        plot_stage(workdir, stage, stage_rows),
+        plot_constraints(workdir, stage, stage_rows),
+    ]
   plots.append(plot_agreement(workdir, rlcs))
   plots = [p for p in plots if p]
   if plots:
     lines += ["## Plots", ""]
-    lines += [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
-              for p in plots]
+    lines += [
+        f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots
+    ]
   path = os.path.join(workdir, "report.md")
   with open(path, "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")

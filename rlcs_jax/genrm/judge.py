@@ -54,17 +54,25 @@ def verdict_token_ids(tokenizer: Tokenizer) -> tuple[int, int]:
 
 @functools.partial(jax.jit, static_argnames=("model_cfg",))
 def _last_logits(params, tokens_BL, valid_BL, ids_2, *, model_cfg):
-  logits, _ = Transformer(model_cfg).apply({"params": params}, tokens_BL,
-                                           valid_BL=valid_BL)
+  logits, _ = Transformer(model_cfg).apply(
+      {"params": params}, tokens_BL, valid_BL=valid_BL
+  )
   return jnp.take(logits[:, -1], ids_2, axis=-1)  # Left padded: last = end.
 
 
 class Judge:
   """A GenRM (params + tokenizer) usable as a batched pairwise judge."""
 
-  def __init__(self, params, model_cfg: ModelConfig, tokenizer: Tokenizer,
-               sampling_cfg: sampling.SamplingConfig, *, chunk_size: int = 32,
-               batch_sharding=None):
+  def __init__(
+      self,
+      params,
+      model_cfg: ModelConfig,
+      tokenizer: Tokenizer,
+      sampling_cfg: sampling.SamplingConfig,
+      *,
+      chunk_size: int = 32,
+      batch_sharding=None,
+  ):
     self.params = params
     self.model_cfg = model_cfg
     self.tokenizer = tokenizer
@@ -73,33 +81,52 @@ class Judge:
     self.batch_sharding = batch_sharding
     self.verdict_ids = np.asarray(verdict_token_ids(tokenizer), np.int32)
 
-  def prompts(self, contexts: Sequence[str], first: Sequence[str],
-              second: Sequence[str]) -> list[str]:
-    return [genrm_prompts.build_judge_prompt(c, a, b)
-            for c, a, b in zip(contexts, first, second)]
+  def prompts(
+      self, contexts: Sequence[str], first: Sequence[str], second: Sequence[str]
+  ) -> list[str]:
+    return [
+        genrm_prompts.build_judge_prompt(c, a, b)
+        for c, a, b in zip(contexts, first, second)
+    ]
 
-  def judge(self, contexts: Sequence[str], first: Sequence[str],
-            second: Sequence[str], rng: jax.Array) -> Judgements:
+  def judge(
+      self,
+      contexts: Sequence[str],
+      first: Sequence[str],
+      second: Sequence[str],
+      rng: jax.Array,
+  ) -> Judgements:
     """Generates and parses one judgement per triple."""
     prompts = self.prompts(contexts, first, second)
     out = text_sampler.generate_text(
-        self.params, self.model_cfg, self.tokenizer, prompts,
-        self.sampling_cfg, rng, chunk_size=self.chunk_size,
-        batch_sharding=self.batch_sharding)
-    choices = np.array([
-        v.choice if v.status == verdict_lib.OK else 0
-        for v in map(verdict_lib.parse_verdict, out.texts)
-    ], np.int32)
-    return Judgements(choices=choices, responses=out.texts, completions=out,
-                      prompts=prompts)
+        self.params,
+        self.model_cfg,
+        self.tokenizer,
+        prompts,
+        self.sampling_cfg,
+        rng,
+        chunk_size=self.chunk_size,
+        batch_sharding=self.batch_sharding,
+    )
+    choices = np.array(
+        [
+            v.choice if v.status == verdict_lib.OK else 0
+            for v in map(verdict_lib.parse_verdict, out.texts)
+        ],
+        np.int32,
+    )
+    return Judgements(
+        choices=choices, responses=out.texts, completions=out, prompts=prompts
+    )
 
   def __call__(self, contexts, first, second, rng=None) -> np.ndarray:
     """The `judge_fn` interface of evaluation: choices in {1, 2, 0}."""
     rng = jax.random.key(0) if rng is None else rng
     return self.judge(contexts, first, second, rng).choices
 
-  def verdict_logits(self, prompts: Sequence[str], responses: Sequence[str],
-                     params=None) -> np.ndarray:
+  def verdict_logits(
+      self, prompts: Sequence[str], responses: Sequence[str], params=None
+  ) -> np.ndarray:
     """[N, 2] logits of verdict tokens 1 and 2 at the verdict position.
 
     Rows whose response has no final verdict line get NaN.
@@ -116,17 +143,21 @@ class Judge:
     out = np.full((len(prompts), 2), np.nan, np.float32)
     if not seqs:
       return out
-    length = sampling.bucket_length(max(map(len, seqs)),
-                                    self.sampling_cfg.prompt_buckets)
+    length = sampling.bucket_length(
+        max(map(len, seqs)), self.sampling_cfg.prompt_buckets
+    )
     chunk = self.chunk_size
     for start in range(0, len(seqs), chunk):
-      part = seqs[start:start + chunk]
+      part = seqs[start : start + chunk]
       real = len(part)
       part = part + [part[0]] * (chunk - real)
-      tokens, valid = sampling.pad_prompts(part, length, self.tokenizer.pad_id,
-                                           "left")
-      logits = np.asarray(_last_logits(params, tokens, valid,
-                                       self.verdict_ids,
-                                       model_cfg=self.model_cfg))
-      out[rows[start:start + real]] = logits[:real]
+      tokens, valid = sampling.pad_prompts(
+          part, length, self.tokenizer.pad_id, "left"
+      )
+      logits = np.asarray(
+          _last_logits(
+              params, tokens, valid, self.verdict_ids, model_cfg=self.model_cfg
+          )
+      )
+      out[rows[start : start + real]] = logits[:real]
     return out

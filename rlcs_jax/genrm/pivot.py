@@ -43,11 +43,16 @@ class _Comparison:
   a_first: bool
 
 
-def pivot_rewards(contexts: Sequence[str], completions: Sequence[str],
-                  group_size: int, judge_fn: JudgeFn,
-                  rng: np.random.Generator, *, mode: str = "pivot",
-                  references: Sequence[str] | None = None
-                 ) -> tuple[np.ndarray, PivotStats]:
+def pivot_rewards(
+    contexts: Sequence[str],
+    completions: Sequence[str],
+    group_size: int,
+    judge_fn: JudgeFn,
+    rng: np.random.Generator,
+    *,
+    mode: str = "pivot",
+    references: Sequence[str] | None = None,
+) -> tuple[np.ndarray, PivotStats]:
   """Rewards [N] in [-1, 1] for N = P * group_size completions."""
   if mode not in PIVOT_MODES:
     raise ValueError(f"pivot mode must be one of {PIVOT_MODES}, got {mode!r}")
@@ -71,28 +76,35 @@ def pivot_rewards(contexts: Sequence[str], completions: Sequence[str],
     elif mode == "fixed_reference":
       comps += [_Comparison(r, -1, bool(rng.integers(2))) for r in rows]
     else:
-      comps += [_Comparison(a, b, bool(rng.integers(2)))
-                for a, b in itertools.combinations(rows, 2)]
+      comps += [
+          _Comparison(a, b, bool(rng.integers(2)))
+          for a, b in itertools.combinations(rows, 2)
+      ]
 
   first, second, ctx = [], [], []
   for c in comps:
-    a_text, b_text = completions[c.a], (references[c.a] if c.b == -1 else
-                                        completions[c.b])
+    a_text, b_text = completions[c.a], (
+        references[c.a] if c.b == -1 else completions[c.b]
+    )
     first.append(a_text if c.a_first else b_text)
     second.append(b_text if c.a_first else a_text)
     ctx.append(contexts[c.a])
   choices = np.asarray(judge_fn(ctx, first, second)) if comps else np.zeros(0)
   # +1: a preferred, -1: b preferred, 0: format failure.
-  a_wins = np.array([
-      0 if ch == 0 else (1 if (ch == 1) == c.a_first else -1)
-      for ch, c in zip(choices, comps)
-  ], np.float32)
-  stats = PivotStats(comparisons=len(comps),
-                     format_failures=int(np.sum(choices == 0)))
+  a_wins = np.array(
+      [
+          0 if ch == 0 else (1 if (ch == 1) == c.a_first else -1)
+          for ch, c in zip(choices, comps)
+      ],
+      np.float32,
+  )
+  stats = PivotStats(
+      comparisons=len(comps), format_failures=int(np.sum(choices == 0))
+  )
   rewards = np.zeros(n, np.float32)
   if mode == "pivot_both_orders":
     for i in range(0, len(comps), 2):
-      c, (x, y) = comps[i], a_wins[i:i + 2]
+      c, (x, y) = comps[i], a_wins[i : i + 2]
       agree = x == y and x != 0
       stats.disagreements += int(x != y)
       rewards[c.a] = x if agree else 0.0

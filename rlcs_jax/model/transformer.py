@@ -183,9 +183,7 @@ class Attention(nn.Module):
       mask_BSL = (jnp.arange(slots)[None, :, None] <= q_slot[None, None, :]) & (
           cache_valid[:, :, None]
       )
-      out = _cached_attention(
-          q, new_cache["k"], new_cache["v"], mask_BSL, cd
-      )
+      out = _cached_attention(q, new_cache["k"], new_cache["v"], mask_BSL, cd)
     out = _constrain(
         out,
         (
@@ -274,9 +272,7 @@ class MLP(nn.Module):
         (f, d),
         pd,
     )
-    hidden = jax.nn.silu(_dense(x_BLD, gate, 1, cd)) * _dense(
-        x_BLD, up, 1, cd
-    )
+    hidden = jax.nn.silu(_dense(x_BLD, gate, 1, cd)) * _dense(x_BLD, up, 1, cd)
     hidden = _constrain(
         hidden, ("activation_batch", "activation_length", "activation_mlp")
     )
@@ -428,18 +424,22 @@ def _check_cache_room(cache: Cache, new_tokens: int) -> None:
   """
   slots = cache["valid"].shape[1]
   if new_tokens > slots:
-    raise ValueError(f"cannot write {new_tokens} tokens into a KV cache of "
-                     f"{slots} slots")
+    raise ValueError(
+        f"cannot write {new_tokens} tokens into a KV cache of " f"{slots} slots"
+    )
   try:
     end = int(cache["end"])
-  except (jax.errors.ConcretizationTypeError,
-          jax.errors.TracerIntegerConversionError):
+  except (
+      jax.errors.ConcretizationTypeError,
+      jax.errors.TracerIntegerConversionError,
+  ):
     return  # Traced: see the docstring.
   if end + new_tokens > slots:
     raise ValueError(
         f"KV cache overflow: writing {new_tokens} tokens at slot {end} needs "
         f"{end + new_tokens} slots but the cache has {slots}; allocate a "
-        "longer cache (init_cache length)")
+        "longer cache (init_cache length)"
+    )
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> Cache:

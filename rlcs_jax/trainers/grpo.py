@@ -70,66 +70,104 @@ class GRPOConfig:
     if self.num_generations < 2:
       raise ValueError("grpo.num_generations must be >= 2 (group baseline)")
     if self.overlong not in OVERLONG_MODES:
-      raise ValueError(f"grpo.overlong must be one of {OVERLONG_MODES}, got "
-                       f"{self.overlong!r}")
+      raise ValueError(
+          f"grpo.overlong must be one of {OVERLONG_MODES}, got "
+          f"{self.overlong!r}"
+      )
     rows = self.num_prompts * self.num_generations
     if self.micro_batch and rows % self.micro_batch:
-      raise ValueError(f"grpo.micro_batch={self.micro_batch} must divide "
-                       f"num_prompts*num_generations={rows}")
+      raise ValueError(
+          f"grpo.micro_batch={self.micro_batch} must divide "
+          f"num_prompts*num_generations={rows}"
+      )
     if self.max_draws < 1:
       raise ValueError("grpo.max_draws must be >= 1")
 
   @classmethod
-  def from_config(cls, g: ml_collections.ConfigDict,
-                  max_new_tokens: int) -> "GRPOConfig":
+  def from_config(
+      cls, g: ml_collections.ConfigDict, max_new_tokens: int
+  ) -> "GRPOConfig":
     return cls(
-        steps=g.steps, num_prompts=g.num_prompts,
-        num_generations=g.num_generations, num_iterations=g.num_iterations,
-        micro_batch=g.micro_batch, scale_by_std=g.scale_by_std,
-        adv_eps=g.adv_eps, dynamic_sampling=g.dynamic_sampling,
-        min_group_std=g.min_group_std, max_draws=g.max_draws,
-        overlong=g.overlong, overlong_penalty=g.overlong_penalty,
+        steps=g.steps,
+        num_prompts=g.num_prompts,
+        num_generations=g.num_generations,
+        num_iterations=g.num_iterations,
+        micro_batch=g.micro_batch,
+        scale_by_std=g.scale_by_std,
+        adv_eps=g.adv_eps,
+        dynamic_sampling=g.dynamic_sampling,
+        min_group_std=g.min_group_std,
+        max_draws=g.max_draws,
+        overlong=g.overlong,
+        overlong_penalty=g.overlong_penalty,
         loss=losses_lib.LossConfig(
-            clip_eps_low=g.clip_eps_low, clip_eps_high=g.clip_eps_high,
-            beta=g.beta, kl_estimator=g.kl_estimator,
-            aggregation=g.aggregation, max_response_len=max_new_tokens))
+            clip_eps_low=g.clip_eps_low,
+            clip_eps_high=g.clip_eps_high,
+            beta=g.beta,
+            kl_estimator=g.kl_estimator,
+            aggregation=g.aggregation,
+            max_response_len=max_new_tokens,
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------
 # Jitted pieces.
 
-_group_advantages = jax.jit(adv_lib.group_advantages,
-                            static_argnames=("scale_by_std", "eps"))
+_group_advantages = jax.jit(
+    adv_lib.group_advantages, static_argnames=("scale_by_std", "eps")
+)
 
 
-def completion_logprobs(params, model_cfg: ModelConfig, tokens_BL: jax.Array,
-                        valid_BL: jax.Array, prompt_len: int,
-                        temperature: float = 1.0):
+def completion_logprobs(
+    params,
+    model_cfg: ModelConfig,
+    tokens_BL: jax.Array,
+    valid_BL: jax.Array,
+    prompt_len: int,
+    temperature: float = 1.0,
+):
   """Log-probs and entropies of the completion tokens [B, T] (float32).
 
   Only the T completion positions go through the output head.
   """
   hidden, _ = Transformer(model_cfg).apply(
-      {"params": params}, tokens_BL[:, :-1], valid_BL=valid_BL[:, :-1],
-      return_hidden=True)
-  hidden = hidden[:, prompt_len - 1:]
+      {"params": params},
+      tokens_BL[:, :-1],
+      valid_BL=valid_BL[:, :-1],
+      return_hidden=True,
+  )
+  hidden = hidden[:, prompt_len - 1 :]
   logits = output_logits(params, model_cfg, hidden)
   return logprobs_lib.token_logprobs_and_entropy(
-      logits, tokens_BL[:, prompt_len:], temperature=temperature)
+      logits, tokens_BL[:, prompt_len:], temperature=temperature
+  )
 
 
-def make_update_step(model_cfg: ModelConfig, tx: optax.GradientTransformation,
-                     cfg: GRPOConfig, prompt_len: int, temperature: float):
+def make_update_step(
+    model_cfg: ModelConfig,
+    tx: optax.GradientTransformation,
+    cfg: GRPOConfig,
+    prompt_len: int,
+    temperature: float,
+):
   """step(state, batch) -> (state, metrics); micro-batches under scan."""
   loss_cfg = cfg.loss
 
   def loss_fn(params, b):
-    logp, entropy = completion_logprobs(params, model_cfg, b["tokens"],
-                                        b["valid"], prompt_len, temperature)
+    logp, entropy = completion_logprobs(
+        params, model_cfg, b["tokens"], b["valid"], prompt_len, temperature
+    )
     (s, c), m = losses_lib.grpo_loss(
-        logp, b["old_logp"], b["adv"], b["mask"], loss_cfg,
-        ref_logp_BL=b.get("ref_logp"), seq_weight_B=b["seq_weight"],
-        entropy_BL=entropy)
+        logp,
+        b["old_logp"],
+        b["adv"],
+        b["mask"],
+        loss_cfg,
+        ref_logp_BL=b.get("ref_logp"),
+        seq_weight_B=b["seq_weight"],
+        entropy_BL=entropy,
+    )
     return s, (s, c, m)
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -152,7 +190,8 @@ def make_update_step(model_cfg: ModelConfig, tx: optax.GradientTransformation,
     g0, (s0, c0, m0) = grad_fn(state.params, first)
     rest = jax.tree.map(lambda x: x[1:], micro)
     (grads, loss_sum, count, metrics), _ = jax.lax.scan(
-        body, (g0, s0, c0, m0), rest)
+        body, (g0, s0, c0, m0), rest
+    )
     denom = jnp.maximum(count, 1).astype(jnp.float32)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -162,13 +201,17 @@ def make_update_step(model_cfg: ModelConfig, tx: optax.GradientTransformation,
     out["grad_norm"] = optax.global_norm(grads)
     finite = jnp.isfinite(out["grad_norm"])
     # Non-finite gradients: skip the update (counted by the caller).
-    params = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                          params, state.params)
-    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                             opt_state, state.opt_state)
+    params = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), params, state.params
+    )
+    opt_state = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), opt_state, state.opt_state
+    )
     out["skipped"] = (~finite).astype(jnp.float32)
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state), out
+    return (
+        state.replace(step=state.step + 1, params=params, opt_state=opt_state),
+        out,
+    )
 
   return step
 
@@ -196,8 +239,13 @@ class Rollout:
   drawn_groups: int
 
 
-def build_sequences(prompt_ids: Sequence[Sequence[int]], comp_tokens,
-                    lengths, pad_id: int, prompt_len: int):
+def build_sequences(
+    prompt_ids: Sequence[Sequence[int]],
+    comp_tokens,
+    lengths,
+    pad_id: int,
+    prompt_len: int,
+):
   """Left-padded prompt + completion -> tokens [B, L], valid [B, L], mask."""
   ptoks, pvalid = sampling.pad_prompts(prompt_ids, prompt_len, pad_id, "left")
   t = comp_tokens.shape[1]
@@ -210,14 +258,23 @@ def build_sequences(prompt_ids: Sequence[Sequence[int]], comp_tokens,
 class GRPOTrainer:
   """Owns the policy state, reference params, jitted functions and loop."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
-               stage: str, model_cfg: ModelConfig, tokenizer: Tokenizer,
-               mesh, init_params: Any,
-               reward_components: Sequence[rewards_lib.RewardComponent],
-               combine_rewards: Callable[[rewards_lib.RewardBatch,
-                                          np.ndarray, dict], np.ndarray]
-               | None = None,
-               section: ml_collections.ConfigDict | None = None):
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      workdir: str,
+      *,
+      stage: str,
+      model_cfg: ModelConfig,
+      tokenizer: Tokenizer,
+      mesh,
+      init_params: Any,
+      reward_components: Sequence[rewards_lib.RewardComponent],
+      combine_rewards: (
+          Callable[[rewards_lib.RewardBatch, np.ndarray, dict], np.ndarray]
+          | None
+      ) = None,
+      section: ml_collections.ConfigDict | None = None,
+  ):
     self.config = config
     self.section = section or config.grpo
     self.workdir = workdir
@@ -231,15 +288,23 @@ class GRPOTrainer:
     self.combine_rewards = combine_rewards
     g = self.section
     self.sampling_cfg = text_sampler.sampling_config(
-        config.sampler, tokenizer, max_new_tokens=g.max_new_tokens,
-        temperature=g.temperature)
+        config.sampler,
+        tokenizer,
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+    )
     self.cfg = GRPOConfig.from_config(g, self.sampling_cfg.max_new_tokens)
-    self.tx = state_lib.make_optimizer(dataclasses.replace(
-        state_lib.OptimConfig.from_config(config.optim, self.cfg.steps),
-        lr=g.lr, warmup_steps=g.warmup_steps))
+    self.tx = state_lib.make_optimizer(
+        dataclasses.replace(
+            state_lib.OptimConfig.from_config(config.optim, self.cfg.steps),
+            lr=g.lr,
+            warmup_steps=g.warmup_steps,
+        )
+    )
     self.params_sh = state_lib.param_shardings(model_cfg, mesh, self.rules)
     self.shardings = state_lib.state_shardings(
-        self.params_sh, self.tx, state_lib.abstract_params(model_cfg), mesh)
+        self.params_sh, self.tx, state_lib.abstract_params(model_cfg), mesh
+    )
     params = jax.device_put(init_params, self.params_sh)
     # Frozen reference: only when the KL term is on (no optimizer state).
     self.ref_params = params if self.cfg.loss.uses_kl else None
@@ -252,19 +317,26 @@ class GRPOTrainer:
   def _update_fn(self, prompt_len: int):
     if prompt_len not in self._update_fns:
       self._update_fns[prompt_len] = jax.jit(
-          make_update_step(self.model_cfg, self.tx, self.cfg, prompt_len,
-                           self.sampling_cfg.temperature),
+          make_update_step(
+              self.model_cfg,
+              self.tx,
+              self.cfg,
+              prompt_len,
+              self.sampling_cfg.temperature,
+          ),
           in_shardings=(self.shardings, None),
           out_shardings=(self.shardings, shd.replicated(self.mesh)),
-          donate_argnames=("state",))
+          donate_argnames=("state",),
+      )
     return self._update_fns[prompt_len]
 
   def _logp_fn(self, prompt_len: int):
     if prompt_len not in self._logp_fns:
       self._logp_fns[prompt_len] = jax.jit(
           lambda p, t, v: completion_logprobs(
-              p, self.model_cfg, t, v, prompt_len,
-              self.sampling_cfg.temperature)[0])
+              p, self.model_cfg, t, v, prompt_len, self.sampling_cfg.temperature
+          )[0]
+      )
     return self._logp_fns[prompt_len]
 
   # -- rollouts ------------------------------------------------------------
@@ -273,18 +345,32 @@ class GRPOTrainer:
     r = self.cfg.num_generations
     prompts = [rec["prompt"] for rec in records for _ in range(r)]
     # Rollouts are split over the batch axes when the row count allows.
-    sharding = (shd.batch_sharding(self.mesh)
-                if len(prompts) % shd.batch_divisor(self.mesh) == 0 else None)
-    out = text_sampler.generate_text(self.state.params, self.model_cfg,
-                                     self.tokenizer, prompts,
-                                     self.sampling_cfg, rng,
-                                     batch_sharding=sharding)
+    sharding = (
+        shd.batch_sharding(self.mesh)
+        if len(prompts) % shd.batch_divisor(self.mesh) == 0
+        else None
+    )
+    out = text_sampler.generate_text(
+        self.state.params,
+        self.model_cfg,
+        self.tokenizer,
+        prompts,
+        self.sampling_cfg,
+        rng,
+        batch_sharding=sharding,
+    )
     rows = [rec for rec in records for _ in range(r)]
     batch = rewards_lib.RewardBatch(
-        prompts=prompts, completions=out.texts,
-        completion_ids=[out.tokens[i, :out.lengths[i]].tolist()
-                        for i in range(len(prompts))],
-        truncated=out.truncated, records=rows, group_size=r)
+        prompts=prompts,
+        completions=out.texts,
+        completion_ids=[
+            out.tokens[i, : out.lengths[i]].tolist()
+            for i in range(len(prompts))
+        ],
+        truncated=out.truncated,
+        records=rows,
+        group_size=r,
+    )
     total, parts = rewards_lib.evaluate(self.components, batch)
     if self.combine_rewards is not None:
       total = self.combine_rewards(batch, total, parts)
@@ -302,15 +388,18 @@ class GRPOTrainer:
     for draw in range(self.cfg.max_draws):
       records = next(prompt_iter)
       out, batch, rewards, parts = self._sample_groups(
-          records, jax.random.fold_in(key, draw))
+          records, jax.random.fold_in(key, draw)
+      )
       drawn += len(records)
       keep = np.ones(len(records), bool)
       if self.cfg.dynamic_sampling:
-        keep = np.asarray(adv_lib.group_std_keep_mask(
-            jnp.asarray(rewards), self.cfg.min_group_std))
+        keep = np.asarray(
+            adv_lib.group_std_keep_mask(
+                jnp.asarray(rewards), self.cfg.min_group_std
+            )
+        )
       kept.append((out, batch, rewards, parts, keep))
-      if not self.cfg.dynamic_sampling or sum(k[-1].sum()
-                                              for k in kept) >= p:
+      if not self.cfg.dynamic_sampling or sum(k[-1].sum() for k in kept) >= p:
         break
     return self._assemble(kept, p, drawn)
 
@@ -325,57 +414,77 @@ class GRPOTrainer:
         groups += [(d, i) for i in np.flatnonzero(~k[-1])]
     groups = groups[:p]
     rows = [(d, i * r + j) for d, i in groups for j in range(r)]
-    pick = lambda f: [f(kept[d]) [x] for d, x in rows]
+    pick = lambda f: [f(kept[d])[x] for d, x in rows]
     prompt_ids = pick(lambda k: k[0].prompt_tokens)
-    prompt_len = sampling.bucket_length(max(map(len, prompt_ids)),
-                                        self.sampling_cfg.prompt_buckets)
+    prompt_len = sampling.bucket_length(
+        max(map(len, prompt_ids)), self.sampling_cfg.prompt_buckets
+    )
     comp = np.stack(pick(lambda k: k[0].tokens))
     lengths = np.array(pick(lambda k: k[0].lengths))
     truncated = np.array(pick(lambda k: k[0].truncated))
-    tokens, valid, mask = build_sequences(prompt_ids, comp, lengths,
-                                          self.tokenizer.pad_id, prompt_len)
+    tokens, valid, mask = build_sequences(
+        prompt_ids, comp, lengths, self.tokenizer.pad_id, prompt_len
+    )
     rewards = np.array([kept[d][2][i] for d, i in groups], np.float32)
     if self.cfg.overlong == "mask":
       mask = mask & ~truncated[:, None]
-    parts = {name: np.array(pick(lambda k: k[3][name]))
-             for name in kept[0][3]}
+    parts = {name: np.array(pick(lambda k: k[3][name])) for name in kept[0][3]}
     return Rollout(
         records=pick(lambda k: k[1].records),
         prompts=pick(lambda k: k[1].prompts),
-        completions=pick(lambda k: k[1].completions), tokens=tokens,
-        valid=valid, mask=mask, lengths=lengths, truncated=truncated,
-        rewards=rewards, parts=parts, prompt_len=prompt_len,
-        kept_groups=min(n_kept, p), drawn_groups=drawn)
+        completions=pick(lambda k: k[1].completions),
+        tokens=tokens,
+        valid=valid,
+        mask=mask,
+        lengths=lengths,
+        truncated=truncated,
+        rewards=rewards,
+        parts=parts,
+        prompt_len=prompt_len,
+        kept_groups=min(n_kept, p),
+        drawn_groups=drawn,
+    )
 
   # -- one training step ---------------------------------------------------
 
-  def train_step(self, roll: Rollout, seq_weight: np.ndarray | None = None,
-                 advantages: np.ndarray | None = None):
+  def train_step(
+      self,
+      roll: Rollout,
+      seq_weight: np.ndarray | None = None,
+      advantages: np.ndarray | None = None,
+  ):
     """Advantages, old/ref log-probs, then `num_iterations` updates."""
     timings = {}
     if advantages is None:
       adv, adv_metrics = _group_advantages(
-          jnp.asarray(roll.rewards), scale_by_std=self.cfg.scale_by_std,
-          eps=self.cfg.adv_eps)
+          jnp.asarray(roll.rewards),
+          scale_by_std=self.cfg.scale_by_std,
+          eps=self.cfg.adv_eps,
+      )
       adv_host = metrics_lib.to_host(adv_metrics)
     else:
       adv, adv_host = jnp.asarray(advantages), {}
     put = lambda x: shd.global_batch(x, self.mesh)
     batch = {
-        "tokens": put(roll.tokens), "valid": put(roll.valid),
+        "tokens": put(roll.tokens),
+        "valid": put(roll.valid),
         "mask": put(roll.mask.astype(np.float32)),
         "adv": put(np.asarray(adv).reshape(-1)),
-        "seq_weight": put(np.ones(len(roll.tokens), np.float32)
-                          if seq_weight is None else
-                          np.asarray(seq_weight, np.float32).reshape(-1)),
+        "seq_weight": put(
+            np.ones(len(roll.tokens), np.float32)
+            if seq_weight is None
+            else np.asarray(seq_weight, np.float32).reshape(-1)
+        ),
     }
     logp_fn = self._logp_fn(roll.prompt_len)
-    batch["old_logp"] = logp_fn(self.state.params, batch["tokens"],
-                                batch["valid"])
+    batch["old_logp"] = logp_fn(
+        self.state.params, batch["tokens"], batch["valid"]
+    )
     if self.ref_params is not None:
       t1 = time.perf_counter()
-      batch["ref_logp"] = logp_fn(self.ref_params, batch["tokens"],
-                                  batch["valid"])
+      batch["ref_logp"] = logp_fn(
+          self.ref_params, batch["tokens"], batch["valid"]
+      )
       jax.block_until_ready(batch["ref_logp"])
       timings["time/reference"] = time.perf_counter() - t1
     update = self._update_fn(roll.prompt_len)
@@ -410,11 +519,17 @@ def rollout_metrics(roll: Rollout, cfg: GRPOConfig) -> dict[str, float]:
   return out
 
 
-def train(trainer: GRPOTrainer, prompt_source, *, prompt_kind: str,
-          stop: preemption.StopRequest | None = None,
-          on_step: Callable[[int, Rollout, dict], None] | None = None,
-          shape_fn: Callable[[GRPOTrainer, Rollout], tuple[Any, Any, dict]]
-          | None = None) -> Any:
+def train(
+    trainer: GRPOTrainer,
+    prompt_source,
+    *,
+    prompt_kind: str,
+    stop: preemption.StopRequest | None = None,
+    on_step: Callable[[int, Rollout, dict], None] | None = None,
+    shape_fn: (
+        Callable[[GRPOTrainer, Rollout], tuple[Any, Any, dict]] | None
+    ) = None,
+) -> Any:
   """Runs (or resumes) the GRPO loop; returns the final policy params.
 
   `shape_fn(trainer, rollout) -> (advantages_PR | None, seq_weight_PR |
@@ -422,25 +537,34 @@ def train(trainer: GRPOTrainer, prompt_source, *, prompt_kind: str,
   per-sequence loss weights (GenRM entropy shaping).
   """
   config, g = trainer.config, trainer.cfg
-  ckpt = ckpt_lib.Checkpointer(os.path.join(trainer.stage_dir, "checkpoints"),
-                               max_to_keep=config.ckpt.max_to_keep)
+  ckpt = ckpt_lib.Checkpointer(
+      os.path.join(trainer.stage_dir, "checkpoints"),
+      max_to_keep=config.ckpt.max_to_keep,
+  )
   meta = ckpt_lib.model_meta(trainer.model_cfg)
   prompt_iter = pipeline.records_iterator(
-      prompt_source, prompt_kind,
-      batch_size=g.num_prompts // jax.process_count(), seed=config.seed)
+      prompt_source,
+      prompt_kind,
+      batch_size=g.num_prompts // jax.process_count(),
+      seed=config.seed,
+  )
   start = ckpt.latest_step() or 0
   if start:
-    abstract = state_lib.abstract_state(trainer.shardings, trainer.model_cfg,
-                                        trainer.tx)
+    abstract = state_lib.abstract_state(
+        trainer.shardings, trainer.model_cfg, trainer.tx
+    )
     trainer.state, data_state, _ = ckpt.restore(abstract, meta)
     prompt_iter.set_state(data_state["iterator"])
     logging.info("%s: resuming from step %d", trainer.stage, start)
   writer = metrics_lib.MetricWriter(trainer.workdir, stage=trainer.stage)
   consecutive_skips = 0
-  bar = tqdm.tqdm(range(start, g.steps), desc=trainer.stage, initial=start,
-                  total=g.steps,
-                  disable=not (config.log.progress_bar and
-                               jax.process_index() == 0))
+  bar = tqdm.tqdm(
+      range(start, g.steps),
+      desc=trainer.stage,
+      initial=start,
+      total=g.steps,
+      disable=not (config.log.progress_bar and jax.process_index() == 0),
+  )
   with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
     for step in bar:
       t0 = time.perf_counter()
@@ -450,8 +574,9 @@ def train(trainer: GRPOTrainer, prompt_source, *, prompt_kind: str,
       extra = {}
       if shape_fn is not None:
         adv, weight, extra = shape_fn(trainer, roll)
-      metrics, timings = trainer.train_step(roll, seq_weight=weight,
-                                            advantages=adv)
+      metrics, timings = trainer.train_step(
+          roll, seq_weight=weight, advantages=adv
+      )
       metrics.update(extra)
       done = step + 1
       metrics.update(rollout_metrics(roll, g))
@@ -463,21 +588,28 @@ def train(trainer: GRPOTrainer, prompt_source, *, prompt_kind: str,
       if consecutive_skips >= config.grpo.max_consecutive_skips:
         raise FloatingPointError(
             f"{trainer.stage}: {consecutive_skips} consecutive updates had "
-            f"non-finite gradients (last at step {done}); stopping")
+            f"non-finite gradients (last at step {done}); stopping"
+        )
       if on_step is not None:
         on_step(done, roll, metrics)
       writer.write(done, metrics)
       bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}")
       preempt = stop is not None and stop.should_stop(done) and done < g.steps
       if done % config.ckpt.every_steps == 0 or done == g.steps or preempt:
-        ckpt.save(done, trainer.state, {"iterator": prompt_iter.get_state()},
-                  dict(meta, step=done), force=True)
+        ckpt.save(
+            done,
+            trainer.state,
+            {"iterator": prompt_iter.get_state()},
+            dict(meta, step=done),
+            force=True,
+        )
       if preempt:
         writer.flush()
         ckpt.close()
         raise preemption.Preempted(trainer.stage, done)
   writer.flush()
   ckpt.close()
-  ckpt_lib.save_params(os.path.join(trainer.stage_dir, "final_params"),
-                       trainer.state.params)
+  ckpt_lib.save_params(
+      os.path.join(trainer.stage_dir, "final_params"), trainer.state.params
+  )
   return trainer.state.params

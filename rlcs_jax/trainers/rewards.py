@@ -45,8 +45,9 @@ class RewardComponent:
   weight: float
 
 
-def evaluate(components: Sequence[RewardComponent], batch: RewardBatch
-            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def evaluate(
+    components: Sequence[RewardComponent], batch: RewardBatch
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Returns (weighted total [N], {name: raw values [N]})."""
   n = len(batch.completions)
   parts = {}
@@ -55,8 +56,10 @@ def evaluate(components: Sequence[RewardComponent], batch: RewardBatch
   for c in components:
     values = np.asarray(c.fn(batch), np.float64)
     if values.shape != (n,):
-      raise ValueError(f"reward {c.name!r} returned shape {values.shape}, "
-                       f"expected ({n},)")
+      raise ValueError(
+          f"reward {c.name!r} returned shape {values.shape}, "
+          f"expected ({n},)"
+      )
     parts[c.name] = values
     ok = ~np.isnan(values)
     total[ok] += c.weight * values[ok]
@@ -95,8 +98,11 @@ def required_word(column: str = "required_word") -> RewardFn:
     out = []
     for c, r in zip(batch.completions, batch.records):
       word = r.get(column)
-      out.append(np.nan if not word else float(
-          re.search(rf"\b{re.escape(word)}\b", c, re.I) is not None))
+      out.append(
+          np.nan
+          if not word
+          else float(re.search(rf"\b{re.escape(word)}\b", c, re.I) is not None)
+      )
     return np.array(out)
 
   return fn
@@ -112,8 +118,9 @@ def constraint_pass(mode: str = "strict") -> RewardFn:
       if not ids:
         out.append(np.nan)
         continue
-      ok = scoring.check_prompt(ids, r["kwargs"], c, prompt=r["prompt"],
-                                mode=mode)
+      ok = scoring.check_prompt(
+          ids, r["kwargs"], c, prompt=r["prompt"], mode=mode
+      )
       out.append(float(np.mean(ok)))
     return np.array(out)
 
@@ -124,11 +131,18 @@ def constraint_violation(mode: str = "strict", kind: str = "any") -> RewardFn:
   """RLMR's v_i: 1 if any instruction fails (or the fraction failed)."""
 
   def fn(batch: RewardBatch) -> np.ndarray:
-    return np.array([
-        scoring.violation(r.get("instruction_id_list") or [],
-                          r.get("kwargs") or [], c, prompt=r["prompt"],
-                          mode=mode, kind=kind)
-        for c, r in zip(batch.completions, batch.records)
-    ])
+    return np.array(
+        [
+            scoring.violation(
+                r.get("instruction_id_list") or [],
+                r.get("kwargs") or [],
+                c,
+                prompt=r["prompt"],
+                mode=mode,
+                kind=kind,
+            )
+            for c, r in zip(batch.completions, batch.records)
+        ]
+    )
 
   return fn

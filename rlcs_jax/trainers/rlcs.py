@@ -49,12 +49,24 @@ def write_genrm_sft_data(pairs_path: str, out_path: str) -> dict[str, int]:
   kept, stats = consistency.consistent_pairs(records)
   rows = []
   for r in kept:
-    rows.append({"id": r["id"] + ":12", "response": r["teacher_12"],
-                 "prompt": genrm_prompts.build_judge_prompt(
-                     r["prompt"], r["response_1"], r["response_2"])})
-    rows.append({"id": r["id"] + ":21", "response": r["teacher_21"],
-                 "prompt": genrm_prompts.build_judge_prompt(
-                     r["prompt"], r["response_2"], r["response_1"])})
+    rows.append(
+        {
+            "id": r["id"] + ":12",
+            "response": r["teacher_12"],
+            "prompt": genrm_prompts.build_judge_prompt(
+                r["prompt"], r["response_1"], r["response_2"]
+            ),
+        }
+    )
+    rows.append(
+        {
+            "id": r["id"] + ":21",
+            "response": r["teacher_21"],
+            "prompt": genrm_prompts.build_judge_prompt(
+                r["prompt"], r["response_2"], r["response_1"]
+            ),
+        }
+    )
   if jax.process_index() == 0:
     jsonl.write_jsonl(out_path, rows)
   logging.info("GenRM SFT data: %s", stats)
@@ -70,13 +82,22 @@ def write_judge_records(pairs_path: str, out_path: str, seed: int) -> str:
   rows = []
   for r in jsonl.read_jsonl(pairs_path, "pairs"):
     swap = rng.random() < 0.5
-    first, second = ((r["response_2"], r["response_1"]) if swap else
-                     (r["response_1"], r["response_2"]))
+    first, second = (
+        (r["response_2"], r["response_1"])
+        if swap
+        else (r["response_1"], r["response_2"])
+    )
     correct = (3 - r["label"]) if swap else r["label"]
-    rows.append({"id": r["id"], "reference": "",
-                 "prompt": genrm_prompts.build_judge_prompt(r["prompt"], first,
-                                                            second),
-                 "context": {"correct": correct}})
+    rows.append(
+        {
+            "id": r["id"],
+            "reference": "",
+            "prompt": genrm_prompts.build_judge_prompt(
+                r["prompt"], first, second
+            ),
+            "context": {"correct": correct},
+        }
+    )
   if jax.process_index() == 0:
     jsonl.write_jsonl(out_path, rows)
   return out_path
@@ -92,19 +113,26 @@ def correctness_reward(batch: rewards_lib.RewardBatch) -> np.ndarray:
   out = []
   for text, rec in zip(batch.completions, batch.records):
     v = verdict_lib.parse_verdict(text)
-    out.append(np.nan if v.status != verdict_lib.OK else
-               float(v.choice == rec["context"]["correct"]))
+    out.append(
+        np.nan
+        if v.status != verdict_lib.OK
+        else float(v.choice == rec["context"]["correct"])
+    )
   return np.asarray(out)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "prompt_len"))
 def _response_entropy(params, tokens, valid, mask, *, model_cfg, prompt_len):
   hidden, _ = Transformer(model_cfg).apply(
-      {"params": params}, tokens[:, :-1], valid_BL=valid[:, :-1],
-      return_hidden=True)
-  logits = output_logits(params, model_cfg, hidden[:, prompt_len - 1:])
-  _, ent = logprobs_lib.token_logprobs_and_entropy(logits,
-                                                   tokens[:, prompt_len:])
+      {"params": params},
+      tokens[:, :-1],
+      valid_BL=valid[:, :-1],
+      return_hidden=True,
+  )
+  logits = output_logits(params, model_cfg, hidden[:, prompt_len - 1 :])
+  _, ent = logprobs_lib.token_logprobs_and_entropy(
+      logits, tokens[:, prompt_len:]
+  )
   return shaping_lib.response_mean_entropy(ent, mask, model_cfg.vocab_size)
 
 
@@ -112,40 +140,61 @@ def make_shaping_fn(config, judge: judge_lib.Judge):
   """shape_fn for `grpo.train`: entropy-shaped GenRM GRPO advantages."""
   sc = config.genrm.shaping
   if sc.entropy_source not in ENTROPY_SOURCES:
-    raise ValueError(f"genrm.shaping.entropy_source must be one of "
-                     f"{ENTROPY_SOURCES}, got {sc.entropy_source!r}")
+    raise ValueError(
+        f"genrm.shaping.entropy_source must be one of "
+        f"{ENTROPY_SOURCES}, got {sc.entropy_source!r}"
+    )
   cfg = shaping_lib.ShapingConfig(
-      lambda_min=sc.lambda_min, target=sc.target,
-      format_failure_reward=sc.format_failure_reward)
-  apply = jax.jit(shaping_lib.apply_shaping,
-                  static_argnames=("cfg", "scale_by_std", "eps"))
+      lambda_min=sc.lambda_min,
+      target=sc.target,
+      format_failure_reward=sc.format_failure_reward,
+  )
+  apply = jax.jit(
+      shaping_lib.apply_shaping, static_argnames=("cfg", "scale_by_std", "eps")
+  )
 
   def shape_fn(trainer: grpo.GRPOTrainer, roll: grpo.Rollout):
     p, r = roll.rewards.shape
     correct = roll.parts["correct"].reshape(p, r)
     format_ok = ~np.isnan(correct)
-    choices = np.array([
-        (verdict_lib.parse_verdict(t).choice or 0) for t in roll.completions
-    ]).reshape(p, r)
+    choices = np.array(
+        [(verdict_lib.parse_verdict(t).choice or 0) for t in roll.completions]
+    ).reshape(p, r)
     if sc.entropy_source == "verdict":
-      logits = judge.verdict_logits(roll.prompts, roll.completions,
-                                    params=trainer.state.params)
-      ent = np.asarray(shaping_lib.verdict_entropy(
-          jnp.asarray(np.nan_to_num(logits))))
+      logits = judge.verdict_logits(
+          roll.prompts, roll.completions, params=trainer.state.params
+      )
+      ent = np.asarray(
+          shaping_lib.verdict_entropy(jnp.asarray(np.nan_to_num(logits)))
+      )
     elif sc.entropy_source == "response_mean":
-      ent = np.asarray(_response_entropy(
-          trainer.state.params, roll.tokens, roll.valid,
-          roll.mask.astype(np.float32), model_cfg=trainer.model_cfg,
-          prompt_len=roll.prompt_len))
+      ent = np.asarray(
+          _response_entropy(
+              trainer.state.params,
+              roll.tokens,
+              roll.valid,
+              roll.mask.astype(np.float32),
+              model_cfg=trainer.model_cfg,
+              prompt_len=roll.prompt_len,
+          )
+      )
     else:
-      ent = np.asarray(shaping_lib.group_vote_entropy(
-          jnp.asarray(choices), jnp.asarray(format_ok)))
+      ent = np.asarray(
+          shaping_lib.group_vote_entropy(
+              jnp.asarray(choices), jnp.asarray(format_ok)
+          )
+      )
     rewards, adv, weight, metrics = apply(
-        jnp.asarray(np.nan_to_num(correct)), jnp.asarray(format_ok),
-        jnp.asarray(ent.reshape(p, r), jnp.float32), cfg,
-        scale_by_std=trainer.cfg.scale_by_std, eps=trainer.cfg.adv_eps)
-    out = {f"shaping/{k}": v for k, v in
-           grpo.metrics_lib.to_host(metrics).items()}
+        jnp.asarray(np.nan_to_num(correct)),
+        jnp.asarray(format_ok),
+        jnp.asarray(ent.reshape(p, r), jnp.float32),
+        cfg,
+        scale_by_std=trainer.cfg.scale_by_std,
+        eps=trainer.cfg.adv_eps,
+    )
+    out = {
+        f"shaping/{k}": v for k, v in grpo.metrics_lib.to_host(metrics).items()
+    }
     roll.rewards = np.asarray(rewards)  # Logged reward = shaped reward.
     return np.asarray(adv), np.asarray(weight), out
 
@@ -158,46 +207,69 @@ def make_shaping_fn(config, judge: judge_lib.Judge):
 
 def make_judge(run, params) -> judge_lib.Judge:
   cfg = text_sampler.sampling_config(
-      run.config.sampler, run.tokenizer, greedy=True,
-      max_new_tokens=run.config.genrm.max_new_tokens)
+      run.config.sampler,
+      run.tokenizer,
+      greedy=True,
+      max_new_tokens=run.config.genrm.max_new_tokens,
+  )
   return judge_lib.Judge(params, run.model_cfg, run.tokenizer, cfg)
 
 
 def genrm_sft(run, init_params) -> Any:
   stage = "genrm_sft"
   if sft.stage_is_done(run.workdir, stage):
-    return sft.load_stage_params(run.workdir, stage, run.model_cfg, run.mesh,
-                                 run.rules)
+    return sft.load_stage_params(
+        run.workdir, stage, run.model_cfg, run.mesh, run.rules
+    )
   path = os.path.join(run.workdir, "data", "genrm", "sft_train.jsonl")
   write_genrm_sft_data(run.files["pairs_train"], path)
   setup.sync("genrm_sft_data")
   source = setup.datasets("sft", {"train": path}, run.workdir)["train"]
-  return sft.train(run.config, run.workdir, stage=stage,
-                   model_cfg=run.model_cfg, tokenizer=run.tokenizer,
-                   mesh=run.mesh, train_source=source,
-                   init_params=init_params, section=run.config.genrm.sft,
-                   seq_len=run.config.genrm.seq_len, stop=run.stop)
+  return sft.train(
+      run.config,
+      run.workdir,
+      stage=stage,
+      model_cfg=run.model_cfg,
+      tokenizer=run.tokenizer,
+      mesh=run.mesh,
+      train_source=source,
+      init_params=init_params,
+      section=run.config.genrm.sft,
+      seq_len=run.config.genrm.seq_len,
+      stop=run.stop,
+  )
 
 
 def genrm_grpo(run, init_params) -> Any:
   stage = "genrm_grpo"
   if sft.stage_is_done(run.workdir, stage):
-    return sft.load_stage_params(run.workdir, stage, run.model_cfg, run.mesh,
-                                 run.rules)
+    return sft.load_stage_params(
+        run.workdir, stage, run.model_cfg, run.mesh, run.rules
+    )
   path = os.path.join(run.workdir, "data", "genrm", "judge_train.jsonl")
   write_judge_records(run.files["pairs_train"], path, run.config.seed)
   setup.sync("genrm_judge_data")
   source = setup.datasets("contexts", {"train": path}, run.workdir)["train"]
-  components = [rewards_lib.RewardComponent("correct", correctness_reward,
-                                            1.0)]
-  trainer = grpo.GRPOTrainer(run.config, run.workdir, stage=stage,
-                             model_cfg=run.model_cfg, tokenizer=run.tokenizer,
-                             mesh=run.mesh, init_params=init_params,
-                             reward_components=components,
-                             section=run.config.genrm_grpo)
+  components = [rewards_lib.RewardComponent("correct", correctness_reward, 1.0)]
+  trainer = grpo.GRPOTrainer(
+      run.config,
+      run.workdir,
+      stage=stage,
+      model_cfg=run.model_cfg,
+      tokenizer=run.tokenizer,
+      mesh=run.mesh,
+      init_params=init_params,
+      reward_components=components,
+      section=run.config.genrm_grpo,
+  )
   judge = make_judge(run, init_params)
-  return grpo.train(trainer, source, prompt_kind="contexts", stop=run.stop,
-                    shape_fn=make_shaping_fn(run.config, judge))
+  return grpo.train(
+      trainer,
+      source,
+      prompt_kind="contexts",
+      stop=run.stop,
+      shape_fn=make_shaping_fn(run.config, judge),
+  )
 
 
 def pivot_reward_component(run, genrm_params) -> rewards_lib.RewardComponent:
@@ -212,8 +284,14 @@ def pivot_reward_component(run, genrm_params) -> rewards_lib.RewardComponent:
     rng = np.random.default_rng([run.config.seed, calls["n"]])
     judge_fn = lambda c, a, b: judge.judge(c, a, b, key).choices
     rewards, stats = pivot_lib.pivot_rewards(
-        batch.prompts, batch.completions, batch.group_size, judge_fn, rng,
-        mode=mode, references=[r.get("reference", "") for r in batch.records])
+        batch.prompts,
+        batch.completions,
+        batch.group_size,
+        judge_fn,
+        rng,
+        mode=mode,
+        references=[r.get("reference", "") for r in batch.records],
+    )
     fn.last_stats = stats
     return rewards
 
@@ -223,26 +301,37 @@ def pivot_reward_component(run, genrm_params) -> rewards_lib.RewardComponent:
 def policy_grpo(run, policy_params, genrm_params) -> Any:
   stage = "rlcs_policy"
   if sft.stage_is_done(run.workdir, stage):
-    return sft.load_stage_params(run.workdir, stage, run.model_cfg, run.mesh,
-                                 run.rules)
+    return sft.load_stage_params(
+        run.workdir, stage, run.model_cfg, run.mesh, run.rules
+    )
   g = run.config.rlcs_grpo
   kind = setup.SPLIT_KINDS[g.prompt_split]
-  source = setup.datasets(kind, {"train": run.files[g.prompt_split]},
-                          run.workdir)["train"]
+  source = setup.datasets(
+      kind, {"train": run.files[g.prompt_split]}, run.workdir
+  )["train"]
   component = pivot_reward_component(run, genrm_params)
 
   def log_judge(step, roll, metrics):
     del step, roll
     stats = component.fn.last_stats
     metrics["genrm/format_failure_rate"] = stats.format_failures / max(
-        stats.comparisons, 1)
+        stats.comparisons, 1
+    )
 
-  trainer = grpo.GRPOTrainer(run.config, run.workdir, stage=stage,
-                             model_cfg=run.model_cfg, tokenizer=run.tokenizer,
-                             mesh=run.mesh, init_params=policy_params,
-                             reward_components=[component], section=g)
-  return grpo.train(trainer, source, prompt_kind=kind, stop=run.stop,
-                    on_step=log_judge)
+  trainer = grpo.GRPOTrainer(
+      run.config,
+      run.workdir,
+      stage=stage,
+      model_cfg=run.model_cfg,
+      tokenizer=run.tokenizer,
+      mesh=run.mesh,
+      init_params=policy_params,
+      reward_components=[component],
+      section=g,
+  )
+  return grpo.train(
+      trainer, source, prompt_kind=kind, stop=run.stop, on_step=log_judge
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -252,58 +341,90 @@ def policy_grpo(run, policy_params, genrm_params) -> Any:
 def scalar_rm(run, policy_params) -> Any:
   """Bradley-Terry scalar RM on the same pairs (the GenRM's baseline)."""
   from rlcs_jax.trainers import reward_model
+
   stage = "scalar_rm"
   if sft.stage_is_done(run.workdir, stage):
-    return reward_model.load_params(run.workdir, stage, run.model_cfg,
-                                    run.mesh, run.rules)
-  source = setup.datasets("pairs", {"train": run.files["pairs_train"]},
-                          run.workdir)["train"]
+    return reward_model.load_params(
+        run.workdir, stage, run.model_cfg, run.mesh, run.rules
+    )
+  source = setup.datasets(
+      "pairs", {"train": run.files["pairs_train"]}, run.workdir
+  )["train"]
   return reward_model.train_scalar_rm(
-      run.config, run.workdir, stage=stage, model_cfg=run.model_cfg,
-      tokenizer=run.tokenizer, mesh=run.mesh, pairs_source=source,
-      init_backbone=policy_params, stop=run.stop)
+      run.config,
+      run.workdir,
+      stage=stage,
+      model_cfg=run.model_cfg,
+      tokenizer=run.tokenizer,
+      mesh=run.mesh,
+      pairs_source=source,
+      init_backbone=policy_params,
+      stop=run.stop,
+  )
 
 
-def evaluate(run, policy_sft, genrm_sft_params, genrm_grpo_params,
-             rl_policy, rm_params=None) -> dict[str, Any]:
+def evaluate(
+    run,
+    policy_sft,
+    genrm_sft_params,
+    genrm_grpo_params,
+    rl_policy,
+    rm_params=None,
+) -> dict[str, Any]:
   """Held-out GenRM agreement, rater ceiling and policy win rates."""
   from rlcs_jax.eval import rlcs_eval  # Evaluation may see the rater.
+
   cfg = run.config
-  pairs = jsonl.read_jsonl(run.files["pairs_eval"],
-                           "pairs")[:cfg.genrm.eval_pairs]
+  pairs = jsonl.read_jsonl(run.files["pairs_eval"], "pairs")[
+      : cfg.genrm.eval_pairs
+  ]
   seed = cfg.data.storyworld.seed
   out = {"rater_ceiling": rlcs_eval.rater_ceiling(pairs, seed)}
-  for name, params in (("genrm_sft", genrm_sft_params),
-                       ("genrm_grpo", genrm_grpo_params)):
+  for name, params in (
+      ("genrm_sft", genrm_sft_params),
+      ("genrm_grpo", genrm_grpo_params),
+  ):
     out[name] = rlcs_eval.judge_agreement(make_judge(run, params), pairs)
   if rm_params is not None:
     from rlcs_jax.trainers import reward_model
+
     scorer = reward_model.make_scorer(rm_params, run.model_cfg, run.tokenizer)
     out["scalar_rm"] = rlcs_eval.scorer_agreement(
-        scorer, pairs[:cfg.scalar_rm.eval_pairs])
-  contexts = jsonl.read_jsonl(run.files["contexts_eval"],
-                              "contexts")[:cfg.genrm.win_prompts]
+        scorer, pairs[: cfg.scalar_rm.eval_pairs]
+    )
+  contexts = jsonl.read_jsonl(run.files["contexts_eval"], "contexts")[
+      : cfg.genrm.win_prompts
+  ]
   prompts = [r["prompt"] for r in contexts]
-  scfg = text_sampler.sampling_config(cfg.sampler, run.tokenizer,
-                                      temperature=0.7,
-                                      max_new_tokens=cfg.rlcs_grpo.max_new_tokens)
+  scfg = text_sampler.sampling_config(
+      cfg.sampler,
+      run.tokenizer,
+      temperature=0.7,
+      max_new_tokens=cfg.rlcs_grpo.max_new_tokens,
+  )
   key = jax.random.key(cfg.seed + 11)
   texts = {
-      name: text_sampler.generate_text(p, run.model_cfg, run.tokenizer,
-                                       prompts, scfg, key,
-                                       chunk_size=32).texts
+      name: text_sampler.generate_text(
+          p, run.model_cfg, run.tokenizer, prompts, scfg, key, chunk_size=32
+      ).texts
       for name, p in (("sft", policy_sft), ("rl", rl_policy))
   }
   ctx = [r["context"] for r in contexts]
   out["win_rate_rl_vs_sft_rater"] = rlcs_eval.win_rate_by_rater(
-      ctx, texts["rl"], texts["sft"], seed)
+      ctx, texts["rl"], texts["sft"], seed
+  )
   out["win_rate_rl_vs_sft_genrm"] = rlcs_eval.win_rate_by_judge(
-      make_judge(run, genrm_grpo_params), prompts, texts["rl"], texts["sft"])
+      make_judge(run, genrm_grpo_params), prompts, texts["rl"], texts["sft"]
+  )
   samples = os.path.join(run.workdir, "rlcs_policy", "eval_samples.jsonl")
   if jax.process_index() == 0:
-    jsonl.write_jsonl(samples, [
-        {"prompt": p, "sft": a, "rl": b}
-        for p, a, b in zip(prompts, texts["sft"], texts["rl"])])
+    jsonl.write_jsonl(
+        samples,
+        [
+            {"prompt": p, "sft": a, "rl": b}
+            for p, a, b in zip(prompts, texts["sft"], texts["rl"])
+        ],
+    )
   return out
 
 

@@ -115,7 +115,9 @@ def load_tokenizer(
 
     path = tc.path or (config.init.path if config.init.kind == "hf" else "")
     if not path:
-      raise ValueError("tokenizer.kind=hf needs tokenizer.path (or init.kind=hf)")
+      raise ValueError(
+          "tokenizer.kind=hf needs tokenizer.path (or init.kind=hf)"
+      )
     return bpe_tokenizer.BPETokenizer.from_hf_dir(path)
   if tc.kind != "sentencepiece":
     raise ValueError(

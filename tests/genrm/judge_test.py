@@ -15,10 +15,16 @@ from rlcs_jax.sampler import sampling
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-  texts = [genrm_prompts.build_judge_prompt(f"ctx {i}", "one", "two") +
-           "\nVerdict: [[1]]\nVerdict: [[2]]" for i in range(50)]
-  return tok_lib.SentencePieceTokenizer(tok_lib.train_sentencepiece(
-      texts, str(tmp_path_factory.mktemp("t") / "sp"), vocab_size=400))
+  texts = [
+      genrm_prompts.build_judge_prompt(f"ctx {i}", "one", "two")
+      + "\nVerdict: [[1]]\nVerdict: [[2]]"
+      for i in range(50)
+  ]
+  return tok_lib.SentencePieceTokenizer(
+      tok_lib.train_sentencepiece(
+          texts, str(tmp_path_factory.mktemp("t") / "sp"), vocab_size=400
+      )
+  )
 
 
 def test_verdict_token_ids_distinguish(tok):
@@ -28,14 +34,20 @@ def test_verdict_token_ids_distinguish(tok):
 
 
 def test_verdict_logits_match_forward(tok):
-  cfg = ModelConfig(**{**PRESETS["test"], "vocab_size": tok.vocab_size,
-                       "max_seq_len": 1024})
-  params = Transformer(cfg).init(jax.random.key(0),
-                                 jnp.zeros((1, 4), jnp.int32))["params"]
-  params = jax.tree.map(lambda x: getattr(x, "value", x), params,
-                        is_leaf=lambda x: hasattr(x, "value"))
-  scfg = sampling.SamplingConfig(max_new_tokens=4, greedy=True,
-                                 prompt_buckets=(512, 1024))
+  cfg = ModelConfig(
+      **{**PRESETS["test"], "vocab_size": tok.vocab_size, "max_seq_len": 1024}
+  )
+  params = Transformer(cfg).init(
+      jax.random.key(0), jnp.zeros((1, 4), jnp.int32)
+  )["params"]
+  params = jax.tree.map(
+      lambda x: getattr(x, "value", x),
+      params,
+      is_leaf=lambda x: hasattr(x, "value"),
+  )
+  scfg = sampling.SamplingConfig(
+      max_new_tokens=4, greedy=True, prompt_buckets=(512, 1024)
+  )
   j = judge_lib.Judge(params, cfg, tok, scfg, chunk_size=2)
   prompts = ["p one", "p two", "p three"]
   responses = ["Good.\nVerdict: [[2]]", "no verdict", "x\nVerdict: [[1]]"]
@@ -43,5 +55,6 @@ def test_verdict_logits_match_forward(tok):
   assert np.isnan(logits[1]).all() and not np.isnan(logits[[0, 2]]).any()
   ids = tok.encode_prompt(prompts[0]) + tok.encode("Good.\nVerdict: [[")
   full, _ = Transformer(cfg).apply({"params": params}, jnp.array([ids]))
-  np.testing.assert_allclose(logits[0], full[0, -1, list(j.verdict_ids)],
-                             atol=1e-4)
+  np.testing.assert_allclose(
+      logits[0], full[0, -1, list(j.verdict_ids)], atol=1e-4
+  )

@@ -19,10 +19,12 @@ def run(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("grpo"))
   config = grpo_tiny.get_config("test")
   r = jobs.prepare(config, root)
-  source = setup.datasets("contexts", {"train": r.files["contexts_train"]},
-                          root)["train"]
-  params = state_lib.init_params(r.model_cfg, jax.random.key(0), r.mesh,
-                                 r.rules)
+  source = setup.datasets(
+      "contexts", {"train": r.files["contexts_train"]}, root
+  )["train"]
+  params = state_lib.init_params(
+      r.model_cfg, jax.random.key(0), r.mesh, r.rules
+  )
   return r, source, params
 
 
@@ -43,17 +45,22 @@ def _trainer(run_, workdir, config=None, components=None, mesh=None):
   r, _, params = run_
   config = config or r.config
   components = components or jobs.code_rewards(config.grpo)
-  return grpo.GRPOTrainer(config, workdir, stage="grpo",
-                          model_cfg=r.model_cfg, tokenizer=r.tokenizer,
-                          mesh=mesh or r.mesh, init_params=params,
-                          reward_components=components)
+  return grpo.GRPOTrainer(
+      config,
+      workdir,
+      stage="grpo",
+      model_cfg=r.model_cfg,
+      tokenizer=r.tokenizer,
+      mesh=mesh or r.mesh,
+      init_params=params,
+      reward_components=components,
+  )
 
 
 def test_second_iteration_sees_ratio_off_one(run, tmp_path):
   _, source, _ = run
   trainer = _trainer(run, str(tmp_path))
-  it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4,
-                                      seed=0)
+  it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4, seed=0)
   with jax.set_mesh(trainer.mesh):
     roll = trainer.rollout(it, 0)
     rewards = np.array([[0.0, 1.0]] * 4, np.float32)  # Non-zero advantages.
@@ -67,8 +74,7 @@ def test_second_iteration_sees_ratio_off_one(run, tmp_path):
 def test_rollout_shapes_and_masks(run, tmp_path):
   _, source, _ = run
   trainer = _trainer(run, str(tmp_path))
-  it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4,
-                                      seed=0)
+  it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4, seed=0)
   roll = trainer.rollout(it, 0)
   b, t = 8, trainer.sampling_cfg.max_new_tokens
   assert roll.tokens.shape == (b, roll.prompt_len + t)
@@ -80,8 +86,9 @@ def test_rollout_shapes_and_masks(run, tmp_path):
 
 def test_dynamic_sampling_drops_constant_groups(run, tmp_path):
   r, source, _ = run
-  config = _with(r.config, **{"grpo.dynamic_sampling": True,
-                              "grpo.max_draws": 3})
+  config = _with(
+      r.config, **{"grpo.dynamic_sampling": True, "grpo.max_draws": 3}
+  )
   calls = []
 
   def half_constant(batch):
@@ -91,10 +98,13 @@ def test_dynamic_sampling_drops_constant_groups(run, tmp_path):
     j = np.arange(len(batch.completions)) % batch.group_size
     return np.where(g % 2 == 0, 0.5, j.astype(float))
 
-  trainer = _trainer(run, str(tmp_path), config,
-                     [rewards_lib.RewardComponent("x", half_constant, 1.0)])
-  it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4,
-                                      seed=0)
+  trainer = _trainer(
+      run,
+      str(tmp_path),
+      config,
+      [rewards_lib.RewardComponent("x", half_constant, 1.0)],
+  )
+  it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4, seed=0)
   roll = trainer.rollout(it, 0)
   assert len(calls) == 2  # One redraw needed to fill 4 varied groups.
   assert roll.kept_groups == 4 and roll.drawn_groups == 8
@@ -106,8 +116,9 @@ def test_overlong_mask_and_penalty(run, tmp_path):
   for mode in ("mask", "penalty"):
     config = _with(r.config, **{"grpo.overlong": mode})
     trainer = _trainer(run, str(tmp_path / mode), config)
-    it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4,
-                                        seed=0)
+    it = grpo.pipeline.records_iterator(
+        source, "contexts", batch_size=4, seed=0
+    )
     roll = trainer.rollout(it, 0)
     trunc = roll.truncated.reshape(4, 2)
     assert trunc.any()  # 12 new tokens: the random model rarely stops.
@@ -121,13 +132,16 @@ def test_overlong_mask_and_penalty(run, tmp_path):
 def test_sharded_update_equals_unsharded(run, tmp_path):
   r, source, _ = run
   results = []
-  for sizes in ({"data": 1, "fsdp": 1, "tensor": 1},
-                {"data": 2, "fsdp": 2, "tensor": 2}):
+  for sizes in (
+      {"data": 1, "fsdp": 1, "tensor": 1},
+      {"data": 2, "fsdp": 2, "tensor": 2},
+  ):
     n = int(np.prod(list(sizes.values())))
     mesh = grpo.shd.make_mesh(sizes, jax.devices()[:n])
     trainer = _trainer(run, str(tmp_path / str(n)), mesh=mesh)
-    it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4,
-                                        seed=0)
+    it = grpo.pipeline.records_iterator(
+        source, "contexts", batch_size=4, seed=0
+    )
     with jax.set_mesh(mesh):
       roll = trainer.rollout(it, 0)
       roll.rewards = np.array([[0.0, 1.0], [1.0, 0.0]] * 2, np.float32)
@@ -136,8 +150,7 @@ def test_sharded_update_equals_unsharded(run, tmp_path):
   (m1, p1), (m8, p8) = results
   for k in ("loss", "grad_norm", "kl", "ratio_mean"):
     assert m8[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-6), k
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), p8,
-               p1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), p8, p1)
 
 
 def test_resume_gives_same_next_step(run, tmp_path):
@@ -146,8 +159,12 @@ def test_resume_gives_same_next_step(run, tmp_path):
   grpo.train(_trainer(run, full), source, prompt_kind="contexts")
   part = str(tmp_path / "part")
   with pytest.raises(preemption.Preempted):
-    grpo.train(_trainer(run, part), source, prompt_kind="contexts",
-               stop=preemption.StopRequest(stop_at_step=2))
+    grpo.train(
+        _trainer(run, part),
+        source,
+        prompt_kind="contexts",
+        stop=preemption.StopRequest(stop_at_step=2),
+    )
   grpo.train(_trainer(run, part), source, prompt_kind="contexts")
   want = {m["step"]: m for m in metrics_lib.read_metrics(full, "grpo")}
   got = {m["step"]: m for m in metrics_lib.read_metrics(part, "grpo")}
@@ -158,10 +175,13 @@ def test_resume_gives_same_next_step(run, tmp_path):
 
 def test_reward_api_weights_and_nan():
   batch = rewards_lib.RewardBatch(
-      prompts=["p"] * 3, completions=["one two", "a b c d", ""],
-      completion_ids=[[], [], []], truncated=np.zeros(3, bool),
+      prompts=["p"] * 3,
+      completions=["one two", "a b c d", ""],
+      completion_ids=[[], [], []],
+      truncated=np.zeros(3, bool),
       records=[{"required_word": "two"}, {"required_word": ""}, {}],
-      group_size=3)
+      group_size=3,
+  )
   comps = [
       rewards_lib.RewardComponent("len", rewards_lib.target_length(4), 2.0),
       rewards_lib.RewardComponent("word", rewards_lib.required_word(), 1.0),
@@ -172,6 +192,7 @@ def test_reward_api_weights_and_nan():
   np.testing.assert_allclose(total, [2.0, 2.0, 0.0])
   stats = rewards_lib.component_stats(parts)
   assert stats["reward/word_mean"] == 1.0
-  all_nan = [rewards_lib.RewardComponent(
-      "n", lambda b: np.full(3, np.nan), 1.0)]
+  all_nan = [
+      rewards_lib.RewardComponent("n", lambda b: np.full(3, np.nan), 1.0)
+  ]
   assert np.isnan(rewards_lib.evaluate(all_nan, batch)[0]).all()
