@@ -1,14 +1,16 @@
 """RLMR at small scale on StoryWorld (CPU): writing score x constraints.
 
-Policy SFT on StoryWorld continuations plus constraint-bearing demos, then
-GRPO on `constraints_train` prompts with the per-group mixed reward of SPEC
-§4, evaluated before/after on `constraints_eval` (IFEval metrics). Results
-in W/rlmr/results.json; per-step `constraint/<id>` pass rates in
-W/metrics.jsonl.
+Policy SFT on StoryWorld continuations plus constraint-bearing demos, a
+Bradley-Terry scalar RM trained on `pairs_train` from that policy (the
+writing score), then GRPO on `constraints_train` prompts with the per-group
+mixed reward of SPEC §4, evaluated before/after on `constraints_eval`
+(IFEval metrics). Results in W/rlmr/results.json; per-step
+`constraint/<id>` pass rates in W/metrics.jsonl.
 
   python -m rlcs_jax.main --config configs/rlmr_tiny.py --workdir /tmp/rlmr
   ... --config.rlmr.rule=fixed_mix --config.rlmr.alpha=0.7   # a baseline
   ... --config.rlmr.violation=fraction --config.rlmr.delta=0.2
+  ... --config.rlmr.writing_score=heuristic   # no reward model
 
 Score any model's responses against IFEval prompts with the same config:
 
@@ -26,8 +28,6 @@ def get_config(arg=None):
   c = tiny.get_config(arg)
   c.unlock()
   c.job = "rlmr"
-  # Constraint prompts are longer than plain ones: room for prompt + demo.
-  c.data.seq_len = 512
   # Writing score: a Bradley-Terry RM trained on StoryWorld pairs_train.
   c.rlmr.writing_score = "scalar_rm"
   c.rlmr_grpo.update(
@@ -52,7 +52,10 @@ def get_config(arg=None):
     )
     c.rlmr.heuristic_words = 8
     c.scalar_rm.update(dict(steps=2, batch_size=8, seq_len=512, eval_pairs=4))
-    c.model.max_seq_len = 640  # 400-piece test tokenizer: long prompts.
+    # The 400-piece test tokenizer makes constraint prompts ~475 tokens long
+    # (the 4096-piece one: prompt + demo <= ~290, within data.seq_len=320).
+    c.model.max_seq_len = 640
+    c.data.seq_len = 512
     # One prompt bucket and the rollout's sampling settings for evaluation:
     # evaluation reuses the rollout's compiled sampler (fewer compiles).
     c.sampler.prompt_buckets = (512,)
