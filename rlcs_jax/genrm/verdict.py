@@ -21,8 +21,11 @@ FORMAT_FAILURE = "format_failure"
 VERDICT_OPEN = "Verdict: [["
 
 _VALID = re.compile(r"Verdict: \[\[([12])\]\]")
+# Every repeat is bounded so that a scan is linear in the text: an unbounded
+# `[^\]]*` let each "verdict" in a long adversarial string rescan the rest
+# of it (quadratic time).
 _ANY_VERDICT = re.compile(
-    r"verdict\s*:?\s*\[\[\s*([^\]]*?)\s*\]\]", re.IGNORECASE
+    r"verdict\s{0,16}:?\s{0,16}\[\[([^\]]{0,32})\]\]", re.IGNORECASE
 )
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -69,7 +72,7 @@ def parse_verdict(response: str) -> Verdict:
   m = _VALID.fullmatch(line)
   if m:
     return Verdict(status=OK, choice=int(m.group(1)), reason="")
-  found = _ANY_VERDICT.findall(line)
+  found = [choice.strip() for choice in _ANY_VERDICT.findall(line)]
   if len(found) > 1:
     return _failure("more than one verdict on the final line")
   if found:

@@ -446,10 +446,12 @@ def test_sharded_load(llama_path):
           {"params": p}, t, valid_BL=v
       )[0]
   )
+  # Sharding changes float32 summation order (~1e-5 on logits ~3).
   np.testing.assert_allclose(
       np.asarray(fwd(sharded, tokens, valid)),
       np.asarray(fwd(params, tokens, valid)),
-      atol=1e-5,
+      rtol=1e-4,
+      atol=1e-4,
   )
 
 

@@ -95,15 +95,11 @@ def test_verdict_parser_fuzz_invariants(response):
     assert _final_line(response).startswith(v.VERDICT_OPEN)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verdict._ANY_VERDICT is quadratic on repeated 'verdict: [[' "
-    "(~2 s for 10k chars, ~170 s for 100k); fix: bound its repeats, see the "
-    "reliability report",
-)
 def test_verdict_parser_is_fast_on_long_adversarial_text():
+  # An unbounded repeat in the "any verdict" pattern made this quadratic
+  # (~2 s for 10k chars, ~170 s for 100k).
   for unit in ("verdict: [[", "Verdict: [[ ", "verdict:[[1"):
-    response = (unit * 1000)[:10_000]
+    response = (unit * 10_000)[:100_000]
     _timed(v.parse_verdict, response)
     _timed(v.verdict_prefix, response)
 
