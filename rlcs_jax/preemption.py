@@ -4,6 +4,12 @@ The signal handler only sets a flag; the training loop checks it at each step
 boundary, saves a checkpoint of the finished step and raises `Preempted`, so
 a rerun of the same command resumes exactly there. Tests use `stop_at_step`
 to interrupt deterministically.
+
+With several processes the signal may reach only some of them (or land
+between two processes' checks), yet checkpointing is collective: every
+process must stop at the same step boundary. `should_stop` therefore ORs
+the local flags of all processes (one tiny allgather per step), so all of
+them agree on the step at which to stop.
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ import signal
 import threading
 
 from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 
 class Preempted(Exception):
@@ -43,9 +52,24 @@ class StopRequest:
     self._event.set()
 
   def should_stop(self, step: int) -> bool:
-    return self._event.is_set() or (
+    """Whether to stop after `step`; the same answer on every process.
+
+    Must be called at the same step boundaries by all processes (it is a
+    collective when there are several).
+    """
+    local = self._event.is_set() or (
         self.stop_at_step is not None and step >= self.stop_at_step
     )
+    if jax.process_count() > 1:
+      flags = multihost_utils.process_allgather(np.int32(local))
+      if np.any(flags) and not local:
+        logging.warning(
+            "stop requested by process(es) %s: stopping at step %d too",
+            np.flatnonzero(flags).tolist(),
+            step,
+        )
+      local = bool(np.any(flags))
+    return local
 
   def install(self) -> "StopRequest":
     """Routes SIGTERM and SIGINT to `request` (main thread only)."""

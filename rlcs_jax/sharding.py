@@ -5,16 +5,23 @@ left over. Model code names logical axes only; the rules table in the config
 (`sharding_rules`) maps them to mesh axes. A logical axis whose size is not
 divisible by its mesh axes is replicated instead (e.g. SmolLM2's 3 kv heads
 on tensor=2), and the fallback is logged once per parameter.
+
+Host <-> device with several processes: `global_batch` takes each process's
+own rows; `global_from_host` takes a value every process holds in full (as
+after `allgather_json`), and `host_from_global` brings the result of a
+global computation back to every process in full.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Sequence
 
 from absl import logging
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
@@ -118,3 +125,32 @@ def global_batch(local: Any, mesh: Mesh) -> Any:
 def batch_divisor(mesh: Mesh) -> int:
   """The global batch must be a multiple of this."""
   return _axis_size(mesh, BATCH_AXES)
+
+
+def global_from_host(x: Any, sharding: NamedSharding) -> jax.Array:
+  """A global array from a host value that every process holds in full."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+
+def host_from_global(tree: Any) -> Any:
+  """Arrays of a global computation -> full numpy values on every process."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def allgather_json(items: Sequence[Any]) -> list[Any]:
+  """Every process's list of JSON values, concatenated in process order."""
+  if jax.process_count() == 1:
+    return list(items)
+  data = np.frombuffer(json.dumps(list(items)).encode("utf-8"), np.uint8)
+  sizes = multihost_utils.process_allgather(np.int32(data.size))
+  # A power-of-two width keeps the gather's compiled shapes few.
+  width = 1 << max(int(np.max(sizes)) - 1, 0).bit_length()
+  padded = np.zeros(width, np.uint8)
+  padded[: data.size] = data
+  out = []
+  for n, row in zip(sizes, multihost_utils.process_allgather(padded)):
+    out += json.loads(row[: int(n)].tobytes().decode("utf-8"))
+  return out

@@ -5,11 +5,14 @@ devices and `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` /
 `JAX_PROCESS_ID` (cross-process collectives use gloo, JAX 0.10's CPU
 default), so the mesh has 4 devices over 2 processes: each process reads
 its own slice of the data, only process 0 writes logs, and the checkpoints
-written together restore in this single test process on one device.
+written together restore in this single test process on one device. A
+SIGTERM sent to one process stops both at the same step boundary.
 """
 
 import glob
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -37,8 +40,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(tmp_path, workdir, *args, timeout=480):
-  """Runs main as 2 processes; returns their logs (fails on a non-zero exit)."""
+def _start(tmp_path, workdir, *args):
+  """Starts main as 2 processes; returns them and their log files."""
   port = _free_port()
   procs, logs = [], []
   for i in range(2):
@@ -68,6 +71,11 @@ def _launch(tmp_path, workdir, *args, timeout=480):
               stderr=subprocess.STDOUT,
           )
       )
+  return procs, logs
+
+
+def _finish(procs, logs, timeout):
+  """Waits for both processes; returns their logs (fails on a non-zero exit)."""
   deadline = time.monotonic() + timeout
   try:
     for p in procs:
@@ -88,6 +96,11 @@ def _launch(tmp_path, workdir, *args, timeout=480):
   for i, text in enumerate(texts):
     assert f"process {i}/2" in text and "over 4 devices" in text
   return texts
+
+
+def _launch(tmp_path, workdir, *args, timeout=480):
+  """Runs main as 2 processes; returns their logs (fails on a non-zero exit)."""
+  return _finish(*_start(tmp_path, workdir, *args), timeout)
 
 
 def _single_device_restore(workdir, config, stage):
@@ -147,14 +160,44 @@ def test_two_process_sft_logs_once_and_restores_in_one_process(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, state.params, params)
 
 
-@pytest.mark.slow  # ~3 min; run with -m slow after the grpo.py fix.
-@pytest.mark.xfail(
-    strict=True,
-    reason="GRPO rollouts feed process-local prompts to the sampler as host "
-    "numpy (treated as one global replicated value): rows get mixed across "
-    "processes or the fetch fails on non-addressable outputs; see the "
-    "reliability report for the grpo.py change",
-)
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+  # Checkpointing is collective: if only the signalled process stopped, the
+  # other would train on and both would hang (or fail) in mismatched
+  # collectives. `StopRequest.should_stop` makes them agree.
+  workdir = str(tmp_path / "w")
+  procs, logs = _start(
+      tmp_path,
+      workdir,
+      "--config=configs/tiny.py:test",
+      "--config.sft.steps=100",
+      "--config.sft.eval_every=0",
+      "--config.sft.num_samples=0",
+      "--config.ckpt.every_steps=1000",  # Only the preemption checkpoint.
+  )
+  deadline = time.monotonic() + 300
+  while len(metrics_lib.read_metrics(workdir, "sft")) < 2:
+    if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+      _finish(procs, logs, timeout=1)
+      raise AssertionError("no steps logged")
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)  # Process 0 is not signalled.
+  texts = _finish(procs, logs, timeout=180)
+  steps = [
+      re.findall(r"sft: stopped at step (\d+) after saving a checkpoint", t)
+      for t in texts
+  ]
+  assert len(steps[0]) == len(steps[1]) == 1, steps
+  step = int(steps[0][0])
+  assert int(steps[1][0]) == step and 2 <= step < 100
+  assert "stop requested by process(es) [1]" in texts[0]
+  ckpt_dir = os.path.join(workdir, "sft", "checkpoints")
+  assert os.listdir(ckpt_dir) == [str(step)]
+  rows = metrics_lib.read_metrics(workdir, "sft")
+  assert [r["step"] for r in rows] == list(range(1, step + 1))
+  assert not os.path.exists(os.path.join(workdir, "sft", "final_params"))
+
+
+@pytest.mark.slow  # ~3 min.
 def test_two_process_grpo_trains_and_restores_in_one_process(tmp_path):
   workdir = str(tmp_path / "w")
   _launch(
@@ -167,7 +210,11 @@ def test_two_process_grpo_trains_and_restores_in_one_process(tmp_path):
       "--config.grpo.steps=2",
       timeout=420,
   )
-  _only_process_0_wrote(workdir, "grpo", 2)
+  rows = _only_process_0_wrote(workdir, "grpo", 2)
+  # Each step's rollout holds both processes' prompts (2 each), sampled and
+  # scored as one global batch.
+  assert [r["prompts_drawn"] for r in rows if "loss" in r] == [4.0, 4.0]
+  assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
   assert os.path.exists(os.path.join(workdir, "grpo", "results.json"))
   params, state, step = _single_device_restore(
       workdir, grpo_tiny.get_config("test"), "grpo"

@@ -96,3 +96,17 @@ def test_grad_accum_equals_full_batch():
   losses, params, _ = _run({"data": 2, "fsdp": 1, "tensor": 1}, 2)
   np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
   chex.assert_trees_all_close(params, ref_params, atol=2e-4)
+
+
+def test_host_transfers_in_one_process():
+  # Multi-process behaviour: tests/multiprocess_test.py (GRPO rollouts).
+  mesh = shd.make_mesh({"data": 4, "fsdp": 2, "tensor": 1}, jax.devices())
+  x = np.arange(8 * 3, dtype=np.int32).reshape(8, 3)
+  g = shd.global_from_host(x, shd.batch_sharding(mesh))
+  assert g.sharding == shd.batch_sharding(mesh)
+  assert {s.data.shape for s in g.addressable_shards} == {(1, 3)}
+  out = shd.host_from_global({"x": g + 1})
+  assert isinstance(out["x"], np.ndarray)
+  np.testing.assert_array_equal(out["x"], x + 1)
+  records = [{"id": "a", "kwargs": [{"n": 1}]}, {"id": "é"}]
+  assert shd.allgather_json(records) == records

@@ -138,3 +138,12 @@ def build(kind: str, files: dict[str, str], data_dir: str):
   builder = BUILDERS[kind](files=files, data_dir=data_dir)
   builder.download_and_prepare()
   return {split: builder.as_data_source(split=split) for split in files}
+
+
+def describe_source(source: Any) -> str:
+  """The JSONL file (and split) a data source from `build` was made from."""
+  try:
+    files = json.loads(source.dataset_info.config_description)
+    return f"{files[source.split]} (split {source.split!r})"
+  except (AttributeError, KeyError, TypeError, ValueError):
+    return repr(source)  # Another kind of source (e.g. a list in tests).

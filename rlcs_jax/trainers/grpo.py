@@ -9,6 +9,17 @@ frozen copy of the initial policy when beta > 0. Optional dynamic sampling
 drops zero-signal groups and draws more prompts (bounded). Overlong
 completions can be masked out of the loss or penalised.
 
+Reliability: each prompt's token length is checked against what the sampler
+can fit before sampling (an error names the record and its source); a
+non-finite loss or gradient skips the update and `numerics.SkipGuard` saves
+the rollout and stops the run after `max_consecutive_skips` in a row.
+
+Several processes: each process draws its own prompt records; the records
+are gathered so that every process holds the same global rollout (prompts,
+completions, rewards), rewards are computed identically everywhere (a reward
+may itself run the model, a global computation), and device arrays are
+built from that global host copy with the batch sharding.
+
 Shape legend: P prompts, R completions per prompt, B = P*R rows,
 Lp padded prompt length, T max new tokens, L = Lp + T.
 """
@@ -16,6 +27,7 @@ Lp padded prompt length, T max new tokens, L = Lp + T.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from typing import Any, Callable, Sequence
@@ -23,6 +35,7 @@ from typing import Any, Callable, Sequence
 from absl import logging
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -31,8 +44,10 @@ import tqdm
 
 from rlcs_jax import checkpoint as ckpt_lib
 from rlcs_jax import metrics as metrics_lib
+from rlcs_jax import numerics
 from rlcs_jax import preemption
 from rlcs_jax import sharding as shd
+from rlcs_jax.data import builders
 from rlcs_jax.data import pipeline
 from rlcs_jax.grpo import advantages as adv_lib
 from rlcs_jax.grpo import logprobs as logprobs_lib
@@ -199,14 +214,11 @@ def make_update_step(
     out = losses_lib.finalize_all(metrics)
     out["loss"] = loss_sum / denom
     out["grad_norm"] = optax.global_norm(grads)
-    finite = jnp.isfinite(out["grad_norm"])
-    # Non-finite gradients: skip the update (counted by the caller).
-    params = jax.tree.map(
-        lambda new, old: jnp.where(finite, new, old), params, state.params
-    )
-    opt_state = jax.tree.map(
-        lambda new, old: jnp.where(finite, new, old), opt_state, state.opt_state
-    )
+    # Non-finite loss or gradients: keep the old state (the caller's
+    # SkipGuard counts the skip and saves the rollout).
+    finite = jnp.isfinite(out["loss"]) & jnp.isfinite(out["grad_norm"])
+    params = numerics.keep_if_finite(finite, params, state.params)
+    opt_state = numerics.keep_if_finite(finite, opt_state, state.opt_state)
     out["skipped"] = (~finite).astype(jnp.float32)
     return (
         state.replace(step=state.step + 1, params=params, opt_state=opt_state),
@@ -214,6 +226,29 @@ def make_update_step(
     )
 
   return step
+
+
+# ----------------------------------------------------------------------------
+# Prompt lengths.
+
+
+def max_prompt_tokens(
+    max_seq_len: int, max_new_tokens: int, buckets: Sequence[int]
+) -> int:
+  """Longest prompt the sampler accepts: its padded length (a bucket, or a
+  multiple of the largest bucket) plus `max_new_tokens` must fit the model."""
+  room = max_seq_len - max_new_tokens
+  top = buckets[-1]
+  fits = [b for b in buckets if b <= room]
+  if room >= top:
+    fits.append(room // top * top)
+  return max(fits, default=0)
+
+
+def _record_name(record: dict[str, Any]) -> str:
+  if record.get("id"):
+    return repr(record["id"])
+  return f"key={record.get('key')!r}"  # IFEval records: `id` is optional.
 
 
 # ----------------------------------------------------------------------------
@@ -311,6 +346,13 @@ class GRPOTrainer:
     self.state = state_lib.create_state(params, self.tx, self.shardings)
     self._update_fns = {}
     self._logp_fns = {}
+    # Named in errors about prompt records (`train` sets the data file).
+    self.prompt_source = f"{stage} prompts"
+    self.max_prompt_len = max_prompt_tokens(
+        model_cfg.max_seq_len,
+        self.sampling_cfg.max_new_tokens,
+        self.sampling_cfg.prompt_buckets,
+    )
 
   # -- jitted function caches (one per padded prompt length) ---------------
 
@@ -341,24 +383,68 @@ class GRPOTrainer:
 
   # -- rollouts ------------------------------------------------------------
 
+  def _encode_prompts(self, records) -> list[list[int]]:
+    """Prompt token ids per record; a prompt that cannot fit is an error."""
+    encoded = [self.tokenizer.encode_prompt(rec["prompt"]) for rec in records]
+    for rec, ids in zip(records, encoded):
+      if len(ids) > self.max_prompt_len:
+        raise pipeline.PromptTooLongError(
+            f"{self.stage}: record {_record_name(rec)} of "
+            f"{self.prompt_source} has a {len(ids)}-token prompt; at most "
+            f"{self.max_prompt_len} tokens fit (model.max_seq_len="
+            f"{self.model_cfg.max_seq_len} minus max_new_tokens="
+            f"{self.sampling_cfg.max_new_tokens}, rounded down to a "
+            "sampler.prompt_buckets length); shorten or drop the prompt, or "
+            "lower max_new_tokens"
+        )
+    return encoded
+
+  def _generate(self, prompt_ids, rng) -> text_sampler.Completions:
+    """Samples one completion per prompt from the same host prompts on every
+    process (the sampler's computation is global)."""
+    cfg = self.sampling_cfg
+    length = sampling.bucket_length(
+        max(map(len, prompt_ids)), cfg.prompt_buckets
+    )
+    tokens, valid = sampling.pad_prompts(
+        prompt_ids, length, cfg.pad_id, cfg.padding
+    )
+    # Rollouts are split over the batch axes when the row count allows.
+    if len(prompt_ids) % shd.batch_divisor(self.mesh) == 0:
+      put = lambda x: shd.global_from_host(x, shd.batch_sharding(self.mesh))
+    elif jax.process_count() > 1:
+      put = lambda x: shd.global_from_host(x, shd.replicated(self.mesh))
+    else:
+      put = lambda x: x
+    out = sampling.generate_arrays(
+        self.state.params,
+        put(tokens),
+        put(valid),
+        # The key `text_sampler.generate_text` uses for its first chunk.
+        jax.random.fold_in(rng, 0),
+        model_cfg=self.model_cfg,
+        cfg=cfg,
+    )
+    comp, logprobs, lengths, truncated = shd.host_from_global(out)
+    return text_sampler.Completions(
+        texts=[
+            text_sampler.decode_completion(
+                self.tokenizer, comp[i], lengths[i], truncated[i]
+            )
+            for i in range(len(prompt_ids))
+        ],
+        tokens=comp,
+        logprobs=logprobs,
+        lengths=lengths,
+        truncated=truncated,
+        prompt_tokens=list(prompt_ids),
+    )
+
   def _sample_groups(self, records, rng):
     r = self.cfg.num_generations
+    encoded = self._encode_prompts(records)
     prompts = [rec["prompt"] for rec in records for _ in range(r)]
-    # Rollouts are split over the batch axes when the row count allows.
-    sharding = (
-        shd.batch_sharding(self.mesh)
-        if len(prompts) % shd.batch_divisor(self.mesh) == 0
-        else None
-    )
-    out = text_sampler.generate_text(
-        self.state.params,
-        self.model_cfg,
-        self.tokenizer,
-        prompts,
-        self.sampling_cfg,
-        rng,
-        batch_sharding=sharding,
-    )
+    out = self._generate([ids for ids in encoded for _ in range(r)], rng)
     rows = [rec for rec in records for _ in range(r)]
     batch = rewards_lib.RewardBatch(
         prompts=prompts,
@@ -386,7 +472,8 @@ class GRPOTrainer:
     key = jax.random.fold_in(jax.random.key(self.config.seed + 1), step)
     kept, drawn = [], 0
     for draw in range(self.cfg.max_draws):
-      records = next(prompt_iter)
+      # This process's records -> the global batch, on every process.
+      records = shd.allgather_json(next(prompt_iter))
       out, batch, rewards, parts = self._sample_groups(
           records, jax.random.fold_in(key, draw)
       )
@@ -401,7 +488,19 @@ class GRPOTrainer:
       kept.append((out, batch, rewards, parts, keep))
       if not self.cfg.dynamic_sampling or sum(k[-1].sum() for k in kept) >= p:
         break
-    return self._assemble(kept, p, drawn)
+    roll = self._assemble(kept, p, drawn)
+    if jax.process_count() > 1:
+      # Each process feeds its shards of the update from its own copy of the
+      # rollout: copies that differ (a non-deterministic reward) would mix
+      # silently.
+      digest = hashlib.sha256()
+      for x in (roll.tokens, roll.mask, roll.rewards):
+        digest.update(np.ascontiguousarray(x).tobytes())
+      multihost_utils.assert_equal(
+          np.frombuffer(digest.digest(), np.uint8),
+          f"{self.stage}: step {step + 1}: the processes' rollouts differ",
+      )
+    return roll
 
   def _assemble(self, kept, p, drawn) -> Rollout:
     r = self.cfg.num_generations
@@ -464,7 +563,9 @@ class GRPOTrainer:
       adv_host = metrics_lib.to_host(adv_metrics)
     else:
       adv, adv_host = jnp.asarray(advantages), {}
-    put = lambda x: shd.global_batch(x, self.mesh)
+    put = lambda x: shd.global_from_host(
+        x, shd.batch_sharding(self.mesh, np.ndim(x))
+    )
     batch = {
         "tokens": put(roll.tokens),
         "valid": put(roll.valid),
@@ -502,6 +603,17 @@ class GRPOTrainer:
     return out, timings
 
 
+def rollout_arrays(roll: Rollout) -> dict[str, Any]:
+  """A rollout's host data, as saved for a skipped (non-finite) step."""
+  out = {
+      f.name: getattr(roll, f.name)
+      for f in dataclasses.fields(roll)
+      if f.name != "parts"
+  }
+  out.update({f"reward_{k}": v for k, v in roll.parts.items()})
+  return out
+
+
 def rollout_metrics(roll: Rollout, cfg: GRPOConfig) -> dict[str, float]:
   r = roll.rewards
   finite = r[np.isfinite(r)]
@@ -537,6 +649,12 @@ def train(
   per-sequence loss weights (GenRM entropy shaping).
   """
   config, g = trainer.config, trainer.cfg
+  if g.num_prompts % jax.process_count():
+    raise ValueError(
+        f"{trainer.stage}: num_prompts={g.num_prompts} must be a multiple of "
+        f"the process count {jax.process_count()}"
+    )
+  trainer.prompt_source = builders.describe_source(prompt_source)
   ckpt = ckpt_lib.Checkpointer(
       os.path.join(trainer.stage_dir, "checkpoints"),
       max_to_keep=config.ckpt.max_to_keep,
@@ -557,7 +675,9 @@ def train(
     prompt_iter.set_state(data_state["iterator"])
     logging.info("%s: resuming from step %d", trainer.stage, start)
   writer = metrics_lib.MetricWriter(trainer.workdir, stage=trainer.stage)
-  consecutive_skips = 0
+  guard = numerics.SkipGuard(
+      trainer.stage, trainer.stage_dir, trainer.section.max_consecutive_skips
+  )
   bar = tqdm.tqdm(
       range(start, g.steps),
       desc=trainer.stage,
@@ -583,16 +703,12 @@ def train(
       metrics.update(timings)
       metrics["time/generate_and_score"] = t1 - t0
       metrics["time/step"] = time.perf_counter() - t0
-      metrics_lib.check_finite(done, metrics)
-      consecutive_skips = consecutive_skips + 1 if metrics["skipped"] else 0
-      if consecutive_skips >= config.grpo.max_consecutive_skips:
-        raise FloatingPointError(
-            f"{trainer.stage}: {consecutive_skips} consecutive updates had "
-            f"non-finite gradients (last at step {done}); stopping"
-        )
       if on_step is not None:
         on_step(done, roll, metrics)
       writer.write(done, metrics)
+      # A skipped step saves its rollout; N skipped in a row stop the run.
+      guard.update(done, metrics, rollout_arrays(roll))
+      metrics_lib.check_finite(done, metrics)
       bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}")
       preempt = stop is not None and stop.should_stop(done) and done < g.steps
       if done % config.ckpt.every_steps == 0 or done == g.steps or preempt:

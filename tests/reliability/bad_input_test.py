@@ -8,7 +8,7 @@ Already covered elsewhere (not repeated here):
   tests/main_test.py  unknown `--config.*` key (nearest keys named),
       checkpoint/config mismatch on resume (`model.d_model: checkpoint=...`).
 Added: the same failures through the real entry points (CLI, SFT trainer,
-GRPO rollout, stage parameters).
+GRPO trainer and its prompt limit, stage parameters).
 """
 
 import json
@@ -23,6 +23,7 @@ from configs import grpo_tiny
 from rlcs_jax import checkpoint as ckpt_lib
 from rlcs_jax.data import jsonl
 from rlcs_jax.data import pipeline
+from rlcs_jax.sampler import sampling
 from rlcs_jax.trainers import grpo
 from rlcs_jax.trainers import jobs
 from rlcs_jax.trainers import setup
@@ -106,12 +107,6 @@ def test_sft_prompt_longer_than_seq_len_stops_naming_the_record(run, tmp_path):
   assert not sft.stage_is_done(str(tmp_path), "sft")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GRPO rollouts raise the sampler's 'prompt bucket ... exceeds "
-    "model.max_seq_len' without naming the record; grpo.py should check "
-    "prompt lengths per record first (see the reliability report)",
-)
 def test_grpo_prompt_longer_than_context_names_the_record(run, tmp_path):
   path = _records_with_long_prompt(
       run, "contexts", str(tmp_path / "contexts.jsonl")
@@ -120,22 +115,44 @@ def test_grpo_prompt_longer_than_context_names_the_record(run, tmp_path):
   params = state_lib.init_params(
       run.model_cfg, jax.random.key(0), run.mesh, run.rules
   )
+  config = run.config.copy_and_resolve_references()
+  config.unlock()
+  config.grpo.num_prompts = 8  # The first batch holds the long record.
+  config.lock()
   trainer = grpo.GRPOTrainer(
-      run.config,
+      config,
       str(tmp_path),
       stage="grpo",
       model_cfg=run.model_cfg,
       tokenizer=run.tokenizer,
       mesh=run.mesh,
       init_params=params,
-      reward_components=jobs.code_rewards(run.config.grpo),
+      reward_components=jobs.code_rewards(config.grpo),
   )
-  it = pipeline.records_iterator(
-      source, "contexts", batch_size=8, seed=0, shuffle=False
-  )
-  with pytest.raises(ValueError, match="max_seq_len") as e:
-    trainer.rollout(it, 0)
-  assert "too-long" in str(e.value)
+  # max_seq_len=512, max_new_tokens=12: the largest bucket that fits is 384.
+  with pytest.raises(
+      pipeline.PromptTooLongError,
+      match=r"grpo: record 'too-long' of .*contexts\.jsonl \(split 'train'\) "
+      r"has a \d+-token prompt; at most 384 tokens fit "
+      r"\(model.max_seq_len=512 minus max_new_tokens=12",
+  ):
+    grpo.train(trainer, source, prompt_kind="contexts")
+  assert not sft.stage_is_done(str(tmp_path), "grpo")
+  ckpts = os.path.join(str(tmp_path), "grpo", "checkpoints")
+  assert not os.path.exists(ckpts) or not os.listdir(ckpts)
+
+
+@pytest.mark.parametrize(
+    "max_seq_len,new,buckets",
+    [(512, 12, (64, 128, 384)), (512, 12, (64, 128)), (100, 90, (32,))],
+)
+def test_grpo_prompt_limit_matches_the_sampler_buckets(
+    max_seq_len, new, buckets
+):
+  limit = grpo.max_prompt_tokens(max_seq_len, new, buckets)
+  for n in range(1, max_seq_len + 1):
+    fits = sampling.bucket_length(n, buckets) + new <= max_seq_len
+    assert fits == (n <= limit), (n, limit)
 
 
 def test_stage_params_of_another_model_name_the_path(run, tmp_path):

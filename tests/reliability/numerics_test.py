@@ -5,7 +5,9 @@ gradients are NaN) between two good batches and checks that the bad step is
 an exact no-op on parameters and optimizer state. The loop-level test trains
 from parameters containing a NaN, so every step is skipped: the run must stop
 after `sft.max_consecutive_skips` with a message naming the steps, and leave
-each offending batch in `<stage>/bad_batch_step<N>.npz`.
+each offending batch in `<stage>/bad_batch_step<N>.npz`. The GRPO tests do
+the same through `grpo.train_step` (NaN advantages) and `grpo.train`
+(NaN parameters), where the saved batch is the step's rollout.
 """
 
 import os
@@ -14,16 +16,20 @@ import jax
 import numpy as np
 import pytest
 
+from configs import grpo_tiny
 from configs import tiny
 from rlcs_jax import metrics as metrics_lib
 from rlcs_jax import numerics
+from rlcs_jax.data import pipeline
+from rlcs_jax.trainers import grpo
+from rlcs_jax.trainers import jobs
 from rlcs_jax.trainers import setup
 from rlcs_jax.trainers import sft
 from rlcs_jax.trainers import state as state_lib
 
 
-def _config(**overrides):
-  c = tiny.get_config("test")
+def _config(module=tiny, **overrides):
+  c = module.get_config("test")
   c.unlock()
   for k, v in overrides.items():
     section, key = k.split(".")
@@ -153,3 +159,93 @@ def test_check_finite_defers_to_the_skip_guard():
   metrics_lib.check_finite(5, {"loss": float("nan"), "skipped": 1.0})
   with pytest.raises(metrics_lib.NonFiniteLossError, match="at step 5"):
     metrics_lib.check_finite(5, {"loss": float("nan"), "skipped": 0.0})
+
+
+def _grpo(root, params_fn=lambda p: p, **overrides):
+  """A GRPO trainer on the tiny test config and its prompt source."""
+  config = _config(grpo_tiny, **overrides)
+  files = setup.data_files(config, root)
+  tok = setup.load_tokenizer(config, root, files)
+  split = config.grpo.prompt_split
+  source = setup.datasets("contexts", {split: files[split]}, root)[split]
+  model_cfg = setup.model_config(config, tok)
+  mesh = setup.make_mesh(config)
+  params = state_lib.init_params(
+      model_cfg, jax.random.key(0), mesh, setup.rules(config)
+  )
+  trainer = grpo.GRPOTrainer(
+      config,
+      root,
+      stage="grpo",
+      model_cfg=model_cfg,
+      tokenizer=tok,
+      mesh=mesh,
+      init_params=params_fn(params),
+      reward_components=jobs.code_rewards(config.grpo),
+  )
+  return trainer, source
+
+
+def _poison(params):
+  leaves, treedef = jax.tree.flatten(params)
+  leaves[0] = leaves[0].at[0].set(np.nan)  # Every loss is NaN.
+  return jax.tree.unflatten(treedef, leaves)
+
+
+def test_grpo_nonfinite_update_is_an_exact_no_op(tmp_path):
+  trainer, source = _grpo(str(tmp_path))
+  it = pipeline.records_iterator(
+      source, "contexts", batch_size=4, seed=0, shuffle=False
+  )
+  with jax.set_mesh(trainer.mesh):
+    roll = trainer.rollout(it, 0)
+    before = jax.device_get(trainer.state)
+    bad = np.full_like(roll.rewards, np.nan)
+    metrics, _ = trainer.train_step(roll, advantages=bad)
+    after = jax.device_get(trainer.state)
+    assert metrics["skipped"] == trainer.cfg.num_iterations
+    assert int(after.step) == int(before.step) + trainer.cfg.num_iterations
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        (after.params, after.opt_state),
+        (before.params, before.opt_state),
+    )
+    good = np.tile([1.0, -1.0], (roll.rewards.shape[0], 1))
+    metrics, _ = trainer.train_step(roll, advantages=good)
+  assert metrics["skipped"] == 0.0
+  assert np.isfinite(metrics["loss"])
+  changed = jax.device_get(trainer.state.params)
+  assert any(
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(changed), jax.tree.leaves(after.params))
+  )
+
+
+def test_grpo_consecutive_skips_stop_the_run_and_save_rollouts(tmp_path):
+  root = str(tmp_path)
+  trainer, source = _grpo(
+      root, _poison, **{"grpo.max_consecutive_skips": 2, "grpo.steps": 3}
+  )
+  with pytest.raises(
+      numerics.TooManySkippedUpdatesError,
+      match=r"grpo: 2 consecutive updates .* \(steps 1\.\.2\); stopping at "
+      r"step 2.*bad_batch_step2\.npz",
+  ):
+    grpo.train(trainer, source, prompt_kind="contexts")
+  rows = metrics_lib.read_metrics(root, "grpo")
+  g = trainer.cfg
+  assert [(r["step"], r["skipped"], r["loss"]) for r in rows] == [
+      (1, float(g.num_iterations), "nan"),
+      (2, float(g.num_iterations), "nan"),
+  ]
+  rows_b = g.num_prompts * g.num_generations
+  for n in (1, 2):
+    with np.load(os.path.join(root, "grpo", f"bad_batch_step{n}.npz")) as f:
+      assert {"tokens", "mask", "rewards", "completions", "records"} <= set(
+          f.files
+      )
+      assert f["tokens"].shape[0] == rows_b
+      assert f["rewards"].shape == (g.num_prompts, g.num_generations)
+      assert len(f["completions"]) == len(f["records"]) == rows_b
+      assert '"prompt"' in f["records"][0]
+  assert not sft.stage_is_done(root, "grpo")
