@@ -112,7 +112,7 @@ TARGETS = (
 
 def _run_job(job: dict) -> dict:
   """Runs one measurement in this process (called inside a worker)."""
-  st = bs.settings(job["quick"])
+  st = bs.settings(job["quick"], job.get("models"))
   if job["framework"] == "ours":
     from experiments import bench_jax  # pylint: disable=g-import-not-at-top
 
@@ -254,6 +254,7 @@ def run(
     *,
     quick: bool = False,
     sections: Sequence[str] = SECTIONS,
+    models: Sequence[str] | None = None,
     baselines: bool = True,
     in_process: bool = False,
     workdir: str | None = None,
@@ -265,6 +266,8 @@ def run(
   Args:
     quick: small shapes on the tiny model (a smoke run).
     sections: which of `SECTIONS` to run.
+    models: run every section on these models instead (see
+      `bench_setup.settings`).
     baselines: also run HF / PyTorch / TRL (when installed).
     in_process: run our jobs in this process (no per-section RSS; used by
       the unit test); baselines always run in workers.
@@ -272,7 +275,7 @@ def run(
     timeout: per-worker timeout in seconds.
     log: progress printer.
   """
-  st = bs.settings(quick)
+  st = bs.settings(quick, models)
   result: dict[str, Any] = {
       "meta": {
           "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -291,7 +294,12 @@ def run(
 
   def ours(section, model, **extra):
     job = dict(
-        framework="ours", section=section, model=model, quick=quick, **extra
+        framework="ours",
+        section=section,
+        model=model,
+        quick=quick,
+        models=models,
+        **extra,
     )
     log(f"[bench] ours {section} {model}")
     if in_process:
@@ -309,6 +317,7 @@ def run(
         section=section,
         model=model,
         quick=quick,
+        models=models,
         hf_dir=hf_dirs[model],
         **extra,
     )
@@ -328,7 +337,7 @@ def run(
       if "train" in sections:
         needed |= set(st.train_models)
       if "grpo" in sections:
-        needed |= {m for m in st.grpo_models if m != "tiny"}
+        needed |= {m for m in st.grpo_models if m == "smollm2"}
       for model in sorted(needed):
         hf_dirs[model] = os.path.join(workdir, f"hf_{model}")
         exported = ours("export", model, hf_dir=hf_dirs[model])
@@ -379,10 +388,10 @@ def run(
       result["grpo"] = {}
       for model in st.grpo_models:
         entry = {"ours": ours("grpo", model), "trl": None}
-        if model == "tiny":
-          result["skipped"]["grpo_tiny_trl"] = (
-              "the tiny model has no Hugging Face tokenizer; TRL runs on "
-              "SmolLM2 only"
+        if model != "smollm2":
+          result["skipped"][f"grpo_{model}_trl"] = (
+              f"the {model} model has no Hugging Face tokenizer; TRL runs "
+              "on SmolLM2 only"
           )
         else:
           from rlcs_jax.model import smollm2  # pylint: disable=g-import-not-at-top
@@ -603,6 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       help=f"comma-separated subset of {SECTIONS}",
   )
   parser.add_argument(
+      "--models",
+      default="",
+      help="comma-separated models replacing each section's (tiny, smollm2)",
+  )
+  parser.add_argument(
       "--no-baselines", action="store_true", help="skip HF / PyTorch / TRL"
   )
   parser.add_argument(
@@ -624,6 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   result = run(
       quick=args.quick,
       sections=sections,
+      models=[m for m in args.models.split(",") if m] or None,
       baselines=not args.no_baselines,
       in_process=args.in_process,
       workdir=args.workdir,

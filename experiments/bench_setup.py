@@ -83,14 +83,15 @@ FULL = Settings(
     matmul_size=2048,
 )
 
-# Small shapes on the tiny model only: a smoke run (and the unit test).
+# Small shapes on the tiny model only: a smoke run (and the unit test). Shapes
+# repeat across sections where they can, so in-process runs reuse compiles.
 QUICK = Settings(
     reps=2,
     torch_reps=1,
     decode_models=("tiny",),
     decode_prompt=16,
     decode_new=16,
-    decode_batches=(1, 4),
+    decode_batches=(2,),
     train_models=("tiny",),
     train_batch=2,
     train_seq=32,
@@ -108,8 +109,27 @@ QUICK = Settings(
 )
 
 
-def settings(quick: bool) -> Settings:
-  return QUICK if quick else FULL
+def settings(quick: bool, models: Sequence[str] | None = None) -> Settings:
+  """The full or quick settings; `models` replaces every section's models.
+
+  "test" (the unit-test preset, random weights) is accepted too: the smoke
+  test of the benchmark runs `--quick --models test`.
+  """
+  st = QUICK if quick else FULL
+  if not models:
+    return st
+  unknown = set(models) - set(MODELS + ("test",))
+  if unknown:
+    raise ValueError(f"unknown models {sorted(unknown)}; known: {MODELS}")
+  models = tuple(models)
+  return dataclasses.replace(
+      st,
+      decode_models=models,
+      train_models=models,
+      grpo_models=models,
+      scaling_decode_models=models,
+      scaling_train_models=models,
+  )
 
 
 def prompt_tokens(

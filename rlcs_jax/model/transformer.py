@@ -24,6 +24,8 @@ Parameter tree (names are the contract with `model/weights.py`):
 
 Cache: {"layers": ({"k": [B,S,K,H], "v": [B,S,K,H]}, ...),
         "valid": [B,S] bool, "end": int32 scalar (next slot to write)}.
+The model also accepts k/v viewed as [B,S,K*H] and returns them in the shape
+it was given (the sampler's decode loop carries that view).
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Attention(nn.Module):
   """Grouped-query attention reading and writing an explicit KV cache."""
 
   cfg: ModelConfig
+  window: int | None = None  # Attend to the cache's first `window` slots.
 
   @nn.compact
   def __call__(
@@ -142,8 +145,11 @@ class Attention(nn.Module):
         pd,
     )
     q = _dense(x_BLD, wq, 1, cd)
-    kk = _dense(x_BLD, wk, 1, cd)
-    v = _dense(x_BLD, wv, 1, cd)
+    # k and v share their sharding, so they go through one matmul (stacked
+    # on a new axis, which keeps that sharding; the stack of loop-invariant
+    # weights is hoisted out of the decode loop): fewer, larger matmuls.
+    kv = _dense(x_BLD, jnp.stack([wk, wv], axis=1), 1, cd)
+    kk, v = kv[:, :, 0], kv[:, :, 1]
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       q += _param(self, "q_bias", zeros, ("heads", "head_dim"), (n, h), pd)
@@ -156,34 +162,46 @@ class Attention(nn.Module):
     kk = apply_rope(kk, positions_BL, cfg.rope_theta)
 
     b, l = x_BLD.shape[:2]
-    g = n // k
     if layer_cache is None:
       causal_LL = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]
-      mask_BLS = causal_LL[None] & valid_BL[:, None, :]
-      q = q.reshape(b, l, k, g, h)
-      logits = _dot("blkgh,bskh->bkgls", q, kk, cd) * (h**-0.5)
-      logits = jnp.where(mask_BLS[:, None, None], logits, _NEG_INF)
-      probs = jax.nn.softmax(logits, axis=-1)
-      out = _dot("bkgls,bskh->blkgh", probs, v, cd).reshape(b, l, n, h)
+      out = _attention(q, kk, v, causal_LL[None] & valid_BL[:, None, :], cd)
       new_cache = None
     else:
       cdt = layer_cache["k"].dtype
-      slots = layer_cache["k"].shape[1]
-      # Update first, then read only the updated caches: a read of the old
-      # cache next to its in-place update made XLA copy the cache.
+      stored = layer_cache["k"].shape
+      slots = stored[1]
+      # Work on [B, S, K*H] views (the sampler's decode loop carries them
+      # like that, so there these reshapes vanish). A reshape between the
+      # in-place update and its readers made XLA:CPU duplicate the update
+      # and copy the whole cache, in every layer for every token.
       new_cache = {
           name: jax.lax.dynamic_update_slice(
-              layer_cache[name], new.astype(cdt), (0, cache_end, 0, 0)
+              layer_cache[name].reshape(b, slots, k * h),
+              new.reshape(b, l, k * h).astype(cdt),
+              (0, cache_end, 0),
           )
           for name, new in (("k", kk), ("v", v))
       }
       # Slot s is visible to new token i (at slot end + i) when s <= end + i
-      # and the slot holds a valid token.
+      # and the slot holds a valid token. Slots past the window are empty by
+      # the caller's guarantee (end + L <= window) and are not read.
+      seen = min(slots, self.window or slots)
       q_slot = cache_end + jnp.arange(l)
-      mask_BSL = (jnp.arange(slots)[None, :, None] <= q_slot[None, None, :]) & (
-          cache_valid[:, :, None]
+      mask_BLS = (jnp.arange(seen)[None, None, :] <= q_slot[None, :, None]) & (
+          cache_valid[:, None, :seen]
       )
-      out = _cached_attention(q, new_cache["k"], new_cache["v"], mask_BSL, cd)
+      keys, values = (new_cache[n][:, :seen] for n in ("k", "v"))
+      if l == 1:
+        out = _decode_attention(q, keys, values, mask_BLS)
+      else:
+        out = _attention(
+            q,
+            keys.reshape(b, seen, k, h),
+            values.reshape(b, seen, k, h),
+            mask_BLS,
+            cd,
+        )
+      new_cache = {name: c.reshape(stored) for name, c in new_cache.items()}
     out = _constrain(
         out,
         (
@@ -193,49 +211,49 @@ class Attention(nn.Module):
             "head_dim",
         ),
     )
-    return _dense(out, wo, 2, cd), new_cache
+    # lax.dot_general, not einsum: einsum contracts (h, n) in that order,
+    # and XLA:CPU then copied (transposed) the [N, H, D] weight on every
+    # call, i.e. once per layer per decoded token.
+    out = jax.lax.dot_general(
+        out.astype(cd),
+        wo.astype(cd),
+        (((2, 3), (0, 1)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )
+    return out, new_cache
 
 
-def _cached_attention(q_BLNH, keys_BSKH, values_BSKH, mask_BSL, dtype):
-  """Grouped-query attention over the cache in its stored [B, S, K, H] layout.
-
-  The straightforward formulation (dots with (B, K) as batch dimensions)
-  made XLA:CPU transpose the whole key and value caches in every layer for
-  every decoded token, i.e. O(S) bytes moved per token. XLA:CPU's matmul
-  reads its left operand as [M, K] and its right one as [K, N], row-major,
-  so here both products are arranged to read the cache in place:
-    * each query head is expanded to a block-diagonal column over all
-      (K, H) cache columns (zeros outside its own kv head): B is the only
-      batch dimension and C = K*H the contracting one; this costs K times
-      the attention FLOPs, small next to the weights' at decode time;
-    * scores = keys [B, S, C] @ queries [B, C, Q] (Q = L*N), so the cache is
-      the left operand; the mask is applied in that [B, S, Q] layout and the
-      small score block is transposed for the softmax;
-    * out = probs [B, Q, S] @ values [B, S, C], the cache as the right
-      operand, contracting its major dim.
-  """
+def _attention(q_BLNH, keys_BSKH, values_BSKH, mask_BLS, dtype):
+  """Grouped-query attention of L queries over S keys (float32 softmax)."""
   b, l, n, h = q_BLNH.shape
-  s, k = keys_BSKH.shape[1:3]
-  g = n // k
-  own = jnp.eye(k, dtype=jnp.float32)[None, None, :, None, :, None]
-  q_bd = q_BLNH.reshape(b, l, k, g, 1, h) * (own * h**-0.5)
-  q_BCQ = jnp.transpose(q_bd.reshape(b, l * n, k * h), (0, 2, 1))
-  scores_BSQ = jax.lax.dot_general(
-      keys_BSKH.reshape(b, s, k * h).astype(dtype),
-      q_BCQ.astype(dtype),
-      (((2,), (1,)), ((0,), (0,))),
-      preferred_element_type=jnp.float32,
-  ).reshape(b, s, l, n)
-  scores_BSQ = jnp.where(mask_BSL[..., None], scores_BSQ, _NEG_INF)
-  scores_BQS = jnp.transpose(scores_BSQ.reshape(b, s, l * n), (0, 2, 1))
-  probs_BQS = jax.nn.softmax(scores_BQS, axis=-1)
-  out = jax.lax.dot_general(
-      probs_BQS.astype(dtype),
-      values_BSKH.reshape(b, s, k * h).astype(dtype),
-      (((2,), (1,)), ((0,), (0,))),
-      preferred_element_type=jnp.float32,
-  ).reshape(b, l, k, g, k, h)
-  return jnp.sum(out * own, axis=4).reshape(b, l, n, h)
+  k = keys_BSKH.shape[2]
+  q = q_BLNH.reshape(b, l, k, n // k, h)
+  logits = _dot("blkgh,bskh->bkgls", q, keys_BSKH, dtype) * (h**-0.5)
+  logits = jnp.where(mask_BLS[:, None, None], logits, _NEG_INF)
+  probs = jax.nn.softmax(logits, axis=-1)
+  out = _dot("bkgls,bskh->blkgh", probs, values_BSKH, dtype)
+  return out.reshape(b, l, n, h)
+
+
+def _decode_attention(q_B1NH, keys_BSC, values_BSC, mask_B1S):
+  """Attention of one new token per row over a cache viewed as [B, S, K*H].
+
+  Written as dots with (B, K) as batch dimensions (`_attention`), XLA:CPU
+  transposed both caches in every layer for every decoded token, moving
+  O(S) bytes per token for nothing. As multiply-and-reduce passes the cache
+  is read once, in place, in float32.
+  """
+  b, _, n, h = q_B1NH.shape
+  s, c = keys_BSC.shape[1:]
+  k = c // h
+  q = q_B1NH.reshape(b, 1, k, n // k, h).astype(jnp.float32) * h**-0.5
+  keys = keys_BSC.reshape(b, s, k, 1, h).astype(jnp.float32)
+  scores = jnp.sum(q * keys, axis=-1)  # [B, S, K, G]
+  scores = jnp.where(mask_B1S[:, 0, :, None, None], scores, _NEG_INF)
+  probs = jax.nn.softmax(scores, axis=1)
+  values = values_BSC.reshape(b, s, k, 1, h).astype(jnp.float32)
+  out = jnp.sum(probs[..., None] * values, axis=1)  # [B, K, G, H]
+  return out.reshape(b, 1, n, h)
 
 
 class MLP(nn.Module):
@@ -272,7 +290,9 @@ class MLP(nn.Module):
         (f, d),
         pd,
     )
-    hidden = jax.nn.silu(_dense(x_BLD, gate, 1, cd)) * _dense(x_BLD, up, 1, cd)
+    # One matmul for gate and up (stacked as k/v in `Attention`).
+    gate_up = _dense(x_BLD, jnp.stack([gate, up], axis=1), 1, cd)
+    hidden = jax.nn.silu(gate_up[:, :, 0]) * gate_up[:, :, 1]
     hidden = _constrain(
         hidden, ("activation_batch", "activation_length", "activation_mlp")
     )
@@ -283,6 +303,7 @@ class Block(nn.Module):
   """Pre-norm transformer block."""
 
   cfg: ModelConfig
+  window: int | None = None
 
   @nn.compact
   def __call__(
@@ -290,7 +311,7 @@ class Block(nn.Module):
   ):
     cfg = self.cfg
     pd = dtype_of(cfg.param_dtype)
-    attn_out, new_cache = Attention(cfg, name="attn")(
+    attn_out, new_cache = Attention(cfg, window=self.window, name="attn")(
         RMSNorm(cfg.rms_eps, pd, name="attn_norm")(x_BLD),
         positions_BL,
         valid_BL,
@@ -321,6 +342,7 @@ class Transformer(nn.Module):
       valid_BL: Array | None = None,
       cache: Cache | None = None,
       return_hidden: bool = False,
+      attention_window: int | None = None,
   ):
     """Runs the model.
 
@@ -333,6 +355,10 @@ class Transformer(nn.Module):
         written at slots [end, end + L).
       return_hidden: return final normalised hidden states [B, L, D]
         (float32) instead of logits, for chunked losses.
+      attention_window: with a cache, attend only to its first slots (a
+        static bound, >= end + L: the caller's guarantee) so that attention
+        costs the filled part of a long cache, not all of it. The sampler's
+        decode loop uses it.
 
     Returns:
       (logits_BLV float32 or hidden_BLD, new cache or None).
@@ -372,9 +398,9 @@ class Transformer(nn.Module):
       )
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else cache["layers"][i]
-      x, new_layer = block_cls(cfg, name=f"layers_{i}")(
-          x, positions_BL, valid_BL, layer_cache, cache_valid, cache_end
-      )
+      x, new_layer = block_cls(
+          cfg, window=attention_window, name=f"layers_{i}"
+      )(x, positions_BL, valid_BL, layer_cache, cache_valid, cache_end)
       new_layers.append(new_layer)
     x = RMSNorm(cfg.rms_eps, pd, name="final_norm")(x)
 

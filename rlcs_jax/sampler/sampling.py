@@ -132,20 +132,39 @@ def _filter_logits(logits_BV: Array, cfg: SamplingConfig) -> Array:
   return logits
 
 
+def _first_argmax(x_BV: Array) -> Array:
+  """jnp.argmax over the last axis (first maximal index), as two plain
+  reductions, max then min, which XLA:CPU vectorises; its variadic argmax
+  reduction was several times slower, paid per token over the vocabulary."""
+  top = jnp.max(x_BV, axis=-1, keepdims=True)
+  ids = jax.lax.broadcasted_iota(jnp.int32, x_BV.shape, 1)
+  first = jnp.min(jnp.where(x_BV == top, ids, x_BV.shape[-1]), axis=-1)
+  return jnp.minimum(first, x_BV.shape[-1] - 1)  # All-NaN rows: last id.
+
+
 def _choose(
     logits_BV: Array, rng: Array, cfg: SamplingConfig
 ) -> tuple[Array, Array]:
-  """Picks the next token; returns (token_B, logprob_B)."""
+  """Picks the next token; returns (token_B, logprob_B).
+
+  Reductions over V only, no [B, V] log-softmax array: every decoded token
+  pays this over the whole vocabulary (49k for SmolLM2). Sampling is the
+  Gumbel-max draw of `jax.random.categorical` (same key, same token).
+  """
+  z = logits_BV.astype(jnp.float32)
+  if not cfg.greedy:
+    z = z / cfg.temperature
+  top = jnp.max(z, axis=-1, keepdims=True)
+  log_total = jnp.log(jnp.sum(jnp.exp(z - top), axis=-1))
   if cfg.greedy:
-    token = jnp.argmax(logits_BV, axis=-1)
-    logp = jax.nn.log_softmax(logits_BV.astype(jnp.float32), axis=-1)
+    token = _first_argmax(z)
   else:
-    token = jax.random.categorical(rng, _filter_logits(logits_BV, cfg))
-    logp = jax.nn.log_softmax(
-        logits_BV.astype(jnp.float32) / cfg.temperature, axis=-1
+    filtered = _filter_logits(logits_BV, cfg)
+    token = _first_argmax(
+        filtered + jax.random.gumbel(rng, filtered.shape, filtered.dtype)
     )
-  token = token.astype(jnp.int32)
-  return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+  chosen = jnp.take_along_axis(z - top, token[:, None], axis=-1)[:, 0]
+  return token, chosen - log_total
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "cache_len"))
@@ -157,12 +176,26 @@ def prefill(
     model_cfg: ModelConfig,
     cache_len: int,
 ):
-  """Runs the prompt through the model; returns (next-token logits, cache)."""
+  """Runs the prompt through the model; returns (next-token logits, cache).
+
+  The prompt attends over a P-slot cache (not the empty slots of the whole
+  `cache_len`), which is then padded to `cache_len`.
+  """
   b, p = tokens_BP.shape
-  cache = init_cache(model_cfg, b, cache_len)
   logits_BPV, cache = Transformer(model_cfg).apply(
-      {"params": params}, tokens_BP, valid_BL=valid_BP, cache=cache
+      {"params": params},
+      tokens_BP,
+      valid_BL=valid_BP,
+      cache=init_cache(model_cfg, b, p),
   )
+  grow = lambda x: jnp.pad(
+      x, [(0, 0), (0, cache_len - p)] + [(0, 0)] * (x.ndim - 2)
+  )
+  cache = {
+      "layers": jax.tree.map(grow, cache["layers"]),
+      "valid": grow(cache["valid"]),
+      "end": cache["end"],
+  }
   # Logits at each row's last valid prompt token (left or right padding).
   last = p - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
   return (
@@ -181,10 +214,7 @@ def decode(
   stop_ids = jnp.asarray(cfg.stop_ids or (-1,), jnp.int32)
   model = Transformer(model_cfg)
 
-  def cond(s: DecodeState):
-    return (s.step < cfg.max_new_tokens) & ~jnp.all(s.done_B)
-
-  def body(s: DecodeState):
+  def body(s: DecodeState, window: int):
     rng, key = jax.random.split(s.rng)
     token, logp = _choose(s.logits_BV, key, cfg)
     token = jnp.where(s.done_B, cfg.pad_id, token)
@@ -202,6 +232,7 @@ def decode(
         token[:, None],
         valid_BL=valid[:, None],
         cache=s.cache,
+        attention_window=window,
     )
     return DecodeState(
         step=s.step + 1,
@@ -213,7 +244,59 @@ def decode(
         rng=rng,
     )
 
-  return jax.lax.while_loop(cond, body, state)
+  # The loop carries each layer's k/v as [B, S, K*H] (the transformer
+  # accepts either view): a reshape inside the loop, between the cache's
+  # in-place update and its readers, made XLA copy the cache every step.
+  shapes = [
+      {n: x.shape for n, x in layer.items()} for layer in state.cache["layers"]
+  ]
+  state = state.replace(
+      cache=_map_layers(
+          state.cache, lambda x, shape: x.reshape(*shape[:2], -1), shapes
+      )
+  )
+  # One loop per attention window: while the next write slot is below
+  # `window`, attention reads only the cache's first `window` slots, so a
+  # token's attention costs about the filled part of the cache, not all of
+  # it (which grew every token's cost with max_new_tokens).
+  for window in attention_windows(state.cache["valid"].shape[1]):
+
+    def cond(s: DecodeState, window=window):
+      return (
+          (s.step < cfg.max_new_tokens)
+          & ~jnp.all(s.done_B)
+          & (s.cache["end"] < window)
+      )
+
+    state = jax.lax.while_loop(
+        cond, functools.partial(body, window=window), state
+    )
+  return state.replace(
+      cache=_map_layers(state.cache, lambda x, shape: x.reshape(shape), shapes)
+  )
+
+
+def attention_windows(slots: int) -> tuple[int, ...]:
+  """Attention windows of the decode loop for a cache of `slots` slots.
+
+  S/4 and S/2 (rounded up to multiples of 64) then S: at most three loop
+  bodies to compile, and attention reads at most about twice the filled
+  part of the cache.
+  """
+  windows = {slots}
+  for frac in (4, 2):
+    w = -(-slots // frac // 64) * 64
+    if 64 <= w < slots:
+      windows.add(w)
+  return tuple(sorted(windows))
+
+
+def _map_layers(cache, fn, shapes):
+  layers = tuple(
+      {n: fn(x, shape[n]) for n, x in layer.items()}
+      for layer, shape in zip(cache["layers"], shapes)
+  )
+  return {**cache, "layers": layers}
 
 
 def generate_arrays(
