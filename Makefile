@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
-CONFIG ?= configs/tiny.py
+CONFIG ?= configs/demo.py
 
 .PHONY: demo test fmt venv
 

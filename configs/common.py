@@ -291,6 +291,16 @@ def base_config() -> ml_collections.ConfigDict:
           max_new_tokens=0,  # 0 = rlmr_grpo.max_new_tokens.
       )
   )
+  # The `pipeline` job (trainers/pipeline.py): both papers in one workdir.
+  c.pipeline = ml_collections.ConfigDict(
+      dict(
+          # Extra stages from the same SFT policy, GenRM SFT and scalar RM:
+          # GenRM GRPO without entropy shaping, and the RLMR baselines.
+          ablations=False,
+          # rlmr.rule values run as baselines (each with the rlmr_grpo budget).
+          rlmr_baselines=("single_writing", "single_constraint", "fixed_mix"),
+      )
+  )
   # The sample job: a few prompts through the sampler (`sampler` settings).
   c.sample = ml_collections.ConfigDict(
       dict(

@@ -132,6 +132,7 @@ def generate_and_score(
     rng: jax.Array,
     *,
     chunk_size: int = 32,
+    batch_sharding=None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """Samples one response per IFEval record and scores it.
 
@@ -143,6 +144,8 @@ def generate_and_score(
     sampling_cfg: how to sample (greedy for standard IFEval numbers).
     rng: sampling key.
     chunk_size: rows per generation call (one compiled batch shape).
+    batch_sharding: shards each chunk's rows over devices (chunk_size must
+      be a multiple of the mesh's batch divisor); None replicates them.
 
   Returns:
     (metrics, responses): `scoring.evaluate` metrics plus `response_length`
@@ -159,7 +162,14 @@ def generate_and_score(
       prompts,
       sampling_cfg,
       rng,
-      chunk_size=min(chunk_size, len(prompts)),
+      # Sharded chunks keep their (divisible) size; replicated ones need
+      # no more rows than there are prompts.
+      chunk_size=(
+          chunk_size
+          if batch_sharding is not None
+          else min(chunk_size, len(prompts))
+      ),
+      batch_sharding=batch_sharding,
   )
   metrics = scoring.evaluate(
       [{**r, "response": t} for r, t in zip(records, out.texts)]

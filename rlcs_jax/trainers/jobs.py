@@ -24,6 +24,7 @@ from rlcs_jax.model.config import ModelConfig
 from rlcs_jax.sampler import text as text_sampler
 from rlcs_jax.tokenizer import Tokenizer
 from rlcs_jax.trainers import grpo
+from rlcs_jax.trainers import pipeline
 from rlcs_jax.trainers import rewards as rewards_lib
 from rlcs_jax.trainers import rlcs
 from rlcs_jax.trainers import rlmr
@@ -250,6 +251,7 @@ JOBS = {
     "grpo": grpo_job,
     "rlcs": rlcs_job,
     "rlmr": rlmr.rlmr_job,
+    "pipeline": pipeline.pipeline_job,
     "ifeval_eval": ifeval.ifeval_eval_job,
     "sample": sample.sample_job,
 }

@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import os
 import random
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlcs_jax import sharding as shd
 from rlcs_jax.data import jsonl
 from rlcs_jax.genrm import consistency
 from rlcs_jax.genrm import judge as judge_lib
@@ -136,9 +137,25 @@ def _response_entropy(params, tokens, valid, mask, *, model_cfg, prompt_len):
   return shaping_lib.response_mean_entropy(ent, mask, model_cfg.vocab_size)
 
 
-def make_shaping_fn(config, judge: judge_lib.Judge):
-  """shape_fn for `grpo.train`: entropy-shaped GenRM GRPO advantages."""
-  sc = config.genrm.shaping
+def reward_variances(rewards_PR: np.ndarray) -> dict[str, float]:
+  """Variance of the rewards fed to group normalisation: over the whole
+  batch, and the mean within-group variance (what GRPO's signal needs)."""
+  r = np.asarray(rewards_PR, np.float64)
+  return {
+      "reward_var": float(np.var(r)),
+      "reward_group_var": float(np.mean(np.var(r, axis=1))),
+  }
+
+
+def make_shaping_fn(
+    config, judge: judge_lib.Judge, shaping: Any = None
+) -> Callable:
+  """shape_fn for `grpo.train`: entropy-shaped GenRM GRPO advantages.
+
+  `shaping` is a section shaped like `config.genrm.shaping` (default that
+  one); the no-shaping ablation passes a copy with `target="none"`.
+  """
+  sc = shaping if shaping is not None else config.genrm.shaping
   if sc.entropy_source not in ENTROPY_SOURCES:
     raise ValueError(
         f"genrm.shaping.entropy_source must be one of "
@@ -195,6 +212,9 @@ def make_shaping_fn(config, judge: judge_lib.Judge):
     out = {
         f"shaping/{k}": v for k, v in grpo.metrics_lib.to_host(metrics).items()
     }
+    out.update(
+        {f"shaping/{k}": v for k, v in reward_variances(rewards).items()}
+    )
     roll.rewards = np.asarray(rewards)  # Logged reward = shaped reward.
     return np.asarray(adv), np.asarray(weight), out
 
@@ -202,7 +222,22 @@ def make_shaping_fn(config, judge: judge_lib.Judge):
 
 
 # ----------------------------------------------------------------------------
-# Stages.
+# Stages. Each is idempotent on the workdir: a finished stage loads its final
+# parameters, an interrupted one resumes from its checkpoint. `stage` names
+# the directory (and metrics stage) so ablations can run beside the default.
+
+
+GENERATION_CHUNK = 32  # Rows per sampler call in judging and evaluation.
+
+
+def rows_sharding(mesh, rows: int = GENERATION_CHUNK):
+  """Batch sharding for `rows`-row generation when the mesh divides it, so
+  each device samples its share instead of all of them; None (replicated)
+  otherwise, and with several processes, where `generate_text` reads its
+  outputs back on the host (only a replicated result is addressable)."""
+  if jax.process_count() > 1 or rows % shd.batch_divisor(mesh):
+    return None
+  return shd.batch_sharding(mesh)
 
 
 def make_judge(run, params) -> judge_lib.Judge:
@@ -212,17 +247,32 @@ def make_judge(run, params) -> judge_lib.Judge:
       greedy=True,
       max_new_tokens=run.config.genrm.max_new_tokens,
   )
-  return judge_lib.Judge(params, run.model_cfg, run.tokenizer, cfg)
+  return judge_lib.Judge(
+      params,
+      run.model_cfg,
+      run.tokenizer,
+      cfg,
+      chunk_size=GENERATION_CHUNK,
+      batch_sharding=rows_sharding(run.mesh),
+  )
 
 
-def genrm_sft(run, init_params) -> Any:
-  stage = "genrm_sft"
+def _is_fresh(out: str, source: str) -> bool:
+  """`out` exists and is newer than `source` (derived data is reusable, and
+  rewriting it would change the TFDS fingerprint and rebuild the dataset)."""
+  return os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(
+      source
+  )
+
+
+def genrm_sft(run, init_params, *, stage: str = "genrm_sft") -> Any:
   if sft.stage_is_done(run.workdir, stage):
     return sft.load_stage_params(
         run.workdir, stage, run.model_cfg, run.mesh, run.rules
     )
   path = os.path.join(run.workdir, "data", "genrm", "sft_train.jsonl")
-  write_genrm_sft_data(run.files["pairs_train"], path)
+  if not _is_fresh(path, run.files["pairs_train"]):
+    write_genrm_sft_data(run.files["pairs_train"], path)
   setup.sync("genrm_sft_data")
   source = setup.datasets("sft", {"train": path}, run.workdir)["train"]
   return sft.train(
@@ -240,14 +290,24 @@ def genrm_sft(run, init_params) -> Any:
   )
 
 
-def genrm_grpo(run, init_params) -> Any:
-  stage = "genrm_grpo"
+def no_shaping(config) -> Any:
+  """A copy of `config.genrm.shaping` with `target="none"` (plain ±1)."""
+  section = config.genrm.shaping.copy_and_resolve_references()
+  section.target = "none"  # An existing key: allowed on a locked copy.
+  return section
+
+
+def genrm_grpo(
+    run, init_params, *, stage: str = "genrm_grpo", shaping: Any = None
+) -> Any:
+  """GenRM GRPO on labelled pairs; `shaping` as in `make_shaping_fn`."""
   if sft.stage_is_done(run.workdir, stage):
     return sft.load_stage_params(
         run.workdir, stage, run.model_cfg, run.mesh, run.rules
     )
   path = os.path.join(run.workdir, "data", "genrm", "judge_train.jsonl")
-  write_judge_records(run.files["pairs_train"], path, run.config.seed)
+  if not _is_fresh(path, run.files["pairs_train"]):
+    write_judge_records(run.files["pairs_train"], path, run.config.seed)
   setup.sync("genrm_judge_data")
   source = setup.datasets("contexts", {"train": path}, run.workdir)["train"]
   components = [rewards_lib.RewardComponent("correct", correctness_reward, 1.0)]
@@ -268,7 +328,7 @@ def genrm_grpo(run, init_params) -> Any:
       source,
       prompt_kind="contexts",
       stop=run.stop,
-      shape_fn=make_shaping_fn(run.config, judge),
+      shape_fn=make_shaping_fn(run.config, judge, shaping),
   )
 
 
@@ -298,8 +358,9 @@ def pivot_reward_component(run, genrm_params) -> rewards_lib.RewardComponent:
   return rewards_lib.RewardComponent("genrm_pivot", fn, 1.0)
 
 
-def policy_grpo(run, policy_params, genrm_params) -> Any:
-  stage = "rlcs_policy"
+def policy_grpo(
+    run, policy_params, genrm_params, *, stage: str = "rlcs_policy"
+) -> Any:
   if sft.stage_is_done(run.workdir, stage):
     return sft.load_stage_params(
         run.workdir, stage, run.model_cfg, run.mesh, run.rules
@@ -334,22 +395,19 @@ def policy_grpo(run, policy_params, genrm_params) -> Any:
   )
 
 
-# ----------------------------------------------------------------------------
-# The whole RLCS reproduction.
-
-
-def scalar_rm(run, policy_params) -> Any:
-  """Bradley-Terry scalar RM on the same pairs (the GenRM's baseline)."""
+def scalar_rm(run, policy_params, *, stage: str = "scalar_rm") -> Any:
+  """Bradley-Terry scalar RM on the same pairs (the GenRM's baseline and
+  RLMR's writing score), starting from the policy."""
   from rlcs_jax.trainers import reward_model
 
-  stage = "scalar_rm"
   if sft.stage_is_done(run.workdir, stage):
     return reward_model.load_params(
         run.workdir, stage, run.model_cfg, run.mesh, run.rules
     )
-  source = setup.datasets(
-      "pairs", {"train": run.files["pairs_train"]}, run.workdir
-  )["train"]
+  splits = {
+      k: run.files[k] for k in ("pairs_train", "pairs_eval") if run.files.get(k)
+  }
+  sources = setup.datasets("pairs", splits, run.workdir)
   return reward_model.train_scalar_rm(
       run.config,
       run.workdir,
@@ -357,41 +415,58 @@ def scalar_rm(run, policy_params) -> Any:
       model_cfg=run.model_cfg,
       tokenizer=run.tokenizer,
       mesh=run.mesh,
-      pairs_source=source,
+      pairs_source=sources["pairs_train"],
       init_backbone=policy_params,
+      eval_source=sources.get("pairs_eval"),
       stop=run.stop,
   )
 
 
-def evaluate(
-    run,
-    policy_sft,
-    genrm_sft_params,
-    genrm_grpo_params,
-    rl_policy,
-    rm_params=None,
+# ----------------------------------------------------------------------------
+# Evaluation (may see the hidden rater: `eval/rlcs_eval.py`).
+
+
+def eval_pairs(run) -> list[dict[str, Any]]:
+  return jsonl.read_jsonl(run.files["pairs_eval"], "pairs")[
+      : run.config.genrm.eval_pairs
+  ]
+
+
+def rater_ceiling(run) -> float:
+  from rlcs_jax.eval import rlcs_eval
+
+  return rlcs_eval.rater_ceiling(
+      eval_pairs(run), run.config.data.storyworld.seed
+  )
+
+
+def genrm_agreement(run, genrm_params) -> dict[str, float]:
+  """Held-out agreement of a GenRM with the rater's labels, both orders."""
+  from rlcs_jax.eval import rlcs_eval
+
+  return rlcs_eval.judge_agreement(
+      make_judge(run, genrm_params), eval_pairs(run)
+  )
+
+
+def scalar_rm_agreement(run, rm_params) -> dict[str, float]:
+  from rlcs_jax.eval import rlcs_eval
+  from rlcs_jax.trainers import reward_model
+
+  scorer = reward_model.make_scorer(rm_params, run.model_cfg, run.tokenizer)
+  return rlcs_eval.scorer_agreement(
+      scorer, eval_pairs(run)[: run.config.scalar_rm.eval_pairs]
+  )
+
+
+def policy_win_rates(
+    run, sft_params, rl_params, genrm_params, *, stage: str = "rlcs_policy"
 ) -> dict[str, Any]:
-  """Held-out GenRM agreement, rater ceiling and policy win rates."""
-  from rlcs_jax.eval import rlcs_eval  # Evaluation may see the rater.
+  """RL policy vs SFT on held-out contexts, judged by the hidden rater and
+  by the GenRM; samples go to W/<stage>/eval_samples.jsonl."""
+  from rlcs_jax.eval import rlcs_eval
 
   cfg = run.config
-  pairs = jsonl.read_jsonl(run.files["pairs_eval"], "pairs")[
-      : cfg.genrm.eval_pairs
-  ]
-  seed = cfg.data.storyworld.seed
-  out = {"rater_ceiling": rlcs_eval.rater_ceiling(pairs, seed)}
-  for name, params in (
-      ("genrm_sft", genrm_sft_params),
-      ("genrm_grpo", genrm_grpo_params),
-  ):
-    out[name] = rlcs_eval.judge_agreement(make_judge(run, params), pairs)
-  if rm_params is not None:
-    from rlcs_jax.trainers import reward_model
-
-    scorer = reward_model.make_scorer(rm_params, run.model_cfg, run.tokenizer)
-    out["scalar_rm"] = rlcs_eval.scorer_agreement(
-        scorer, pairs[: cfg.scalar_rm.eval_pairs]
-    )
   contexts = jsonl.read_jsonl(run.files["contexts_eval"], "contexts")[
       : cfg.genrm.win_prompts
   ]
@@ -405,26 +480,76 @@ def evaluate(
   key = jax.random.key(cfg.seed + 11)
   texts = {
       name: text_sampler.generate_text(
-          p, run.model_cfg, run.tokenizer, prompts, scfg, key, chunk_size=32
+          p,
+          run.model_cfg,
+          run.tokenizer,
+          prompts,
+          scfg,
+          key,
+          chunk_size=GENERATION_CHUNK,
+          batch_sharding=rows_sharding(run.mesh),
       ).texts
-      for name, p in (("sft", policy_sft), ("rl", rl_policy))
+      for name, p in (("sft", sft_params), ("rl", rl_params))
   }
-  ctx = [r["context"] for r in contexts]
-  out["win_rate_rl_vs_sft_rater"] = rlcs_eval.win_rate_by_rater(
-      ctx, texts["rl"], texts["sft"], seed
-  )
-  out["win_rate_rl_vs_sft_genrm"] = rlcs_eval.win_rate_by_judge(
-      make_judge(run, genrm_grpo_params), prompts, texts["rl"], texts["sft"]
-  )
-  samples = os.path.join(run.workdir, "rlcs_policy", "eval_samples.jsonl")
+  out = {
+      "win_rate_rl_vs_sft_rater": rlcs_eval.win_rate_by_rater(
+          [r["context"] for r in contexts],
+          texts["rl"],
+          texts["sft"],
+          cfg.data.storyworld.seed,
+      ),
+      "win_rate_rl_vs_sft_genrm": rlcs_eval.win_rate_by_judge(
+          make_judge(run, genrm_params), prompts, texts["rl"], texts["sft"]
+      ),
+  }
   if jax.process_index() == 0:
     jsonl.write_jsonl(
-        samples,
+        os.path.join(run.workdir, stage, "eval_samples.jsonl"),
         [
             {"prompt": p, "sft": a, "rl": b}
             for p, a, b in zip(prompts, texts["sft"], texts["rl"])
         ],
     )
+  return out
+
+
+def reward_variance(workdir: str, stage: str) -> dict[str, float]:
+  """Mean over the steps of a GenRM GRPO stage of its logged reward
+  variances (`shaping/reward_var`, `shaping/reward_group_var`)."""
+  from rlcs_jax import metrics as metrics_lib
+
+  rows = [
+      r
+      for r in metrics_lib.read_metrics(workdir, stage)
+      if "shaping/reward_var" in r
+  ]
+  out = {"steps": len(rows)}
+  for key in ("reward_var", "reward_group_var"):
+    vals = [r[f"shaping/{key}"] for r in rows]
+    out[key] = float(np.mean(vals)) if vals else float("nan")
+  return out
+
+
+def evaluate(
+    run,
+    policy_sft,
+    genrm_sft_params,
+    genrm_grpo_params,
+    rl_policy,
+    rm_params=None,
+) -> dict[str, Any]:
+  """Held-out GenRM agreement, rater ceiling and policy win rates."""
+  out = {
+      "rater_ceiling": rater_ceiling(run),
+      "genrm_sft": genrm_agreement(run, genrm_sft_params),
+      "genrm_grpo": genrm_agreement(run, genrm_grpo_params),
+  }
+  if rm_params is not None:
+    out["scalar_rm"] = scalar_rm_agreement(run, rm_params)
+  out.update(policy_win_rates(run, policy_sft, rl_policy, genrm_grpo_params))
+  out["reward_variance"] = {
+      "genrm_grpo": reward_variance(run.workdir, "genrm_grpo")
+  }
   return out
 
 

@@ -10,15 +10,21 @@ Stages (SPEC §4), each idempotent on the workdir:
 2. The writing scorer, `WRITING_SCORERS[rlmr.writing_score]`: `scalar_rm`
    trains (or loads) a Bradley-Terry reward model on `pairs_train` starting
    from the policy; `heuristic` is a text statistic needing no training.
-3. Evaluation "before" on held-out IFEval-format prompts (`eval/ifeval.py`).
+3. Evaluation "before" of the SFT policy on held-out IFEval-format prompts
+   (`rlmr_eval.evaluate_sft`, once per workdir).
 4. GRPO (`config.rlmr_grpo`) on `rlmr_grpo.prompt_split` prompts. Two reward
    components are computed per completion: `writing` (w) and `violation`
    (v, from the verifiers: 1 if any instruction fails, or the fraction
    failed). The trainer's `combine_rewards` hook replaces their weighted
    sum by `grpo/mixing.mixed_reward(w_PR, v_PR)` under `rlmr.rule`.
-5. Evaluation "after"; both go to `W/rlmr/results.json`, the generations to
-   `W/rlmr/responses_{before,after}.jsonl` (IFEval response format, so the
-   `ifeval_eval` job or a rater-based evaluation can read them).
+5. Evaluation "after" and the hidden rater's writing-quality win rate
+   against the SFT policy (`rlmr_eval`); all go to `W/rlmr/results.json`,
+   the generations to `W/rlmr/responses_{before,after}.jsonl` (IFEval
+   response format, so the `ifeval_eval` job can read them).
+
+`rlmr_stage(..., stage=S, rule=R)` runs steps 4-5 for another mixing rule
+in `W/S/` from the same SFT policy and writing scorer (the baselines of the
+`pipeline` job's ablations).
 
 Per-step metrics (same metrics.jsonl row as the GRPO ones, stage `rlmr`):
 `constraint/prompt_pass_rate`, `constraint/instruction_pass_rate`,
@@ -37,7 +43,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -49,12 +54,12 @@ import numpy as np
 
 from rlcs_jax import metrics as metrics_lib
 from rlcs_jax.data import jsonl
-from rlcs_jax.eval import ifeval
 from rlcs_jax.grpo import mixing
-from rlcs_jax.sampler import text as text_sampler
 from rlcs_jax.trainers import grpo
 from rlcs_jax.trainers import reward_model
 from rlcs_jax.trainers import rewards as rewards_lib
+from rlcs_jax.trainers import rlcs
+from rlcs_jax.trainers import rlmr_eval
 from rlcs_jax.trainers import setup
 from rlcs_jax.trainers import sft
 from rlcs_jax.verifiers import scoring
@@ -63,7 +68,7 @@ if TYPE_CHECKING:
   from rlcs_jax.trainers import jobs
 
 STAGE = "rlmr"
-RESULTS = "results.json"
+RESULTS = rlmr_eval.RESULTS
 
 # ----------------------------------------------------------------------------
 # Writing scores.
@@ -137,29 +142,7 @@ def _scalar_rm_scorer(run: "jobs.Run", policy: Any) -> rewards_lib.RewardFn:
         "data.files.pairs_train (StoryWorld has them) or use "
         "rlmr.writing_score=heuristic"
     )
-  if sft.stage_is_done(run.workdir, SCALAR_RM_STAGE):
-    params = reward_model.load_params(
-        run.workdir, SCALAR_RM_STAGE, run.model_cfg, run.mesh, run.rules
-    )
-  else:
-    splits = {
-        k: run.files[k]
-        for k in ("pairs_train", "pairs_eval")
-        if run.files.get(k)
-    }
-    sources = setup.datasets("pairs", splits, run.workdir)
-    params = reward_model.train_scalar_rm(
-        run.config,
-        run.workdir,
-        stage=SCALAR_RM_STAGE,
-        model_cfg=run.model_cfg,
-        tokenizer=run.tokenizer,
-        mesh=run.mesh,
-        pairs_source=sources["pairs_train"],
-        init_backbone=policy,
-        eval_source=sources.get("pairs_eval"),
-        stop=run.stop,
-    )
+  params = rlcs.scalar_rm(run, policy, stage=SCALAR_RM_STAGE)
   # Scores up to the model's context: constraint prompts run long.
   return scorer_reward(
       reward_model.make_scorer(params, run.model_cfg, run.tokenizer)
@@ -396,127 +379,59 @@ def prompt_files(
 
 
 # ----------------------------------------------------------------------------
-# Evaluation.
+# Stages.
 
 
-def eval_sampling_config(config: ml_collections.ConfigDict, tokenizer):
-  e = config.eval
-  return text_sampler.sampling_config(
-      config.sampler,
-      tokenizer,
-      greedy=e.temperature == 0,
-      max_new_tokens=e.max_new_tokens or config.rlmr_grpo.max_new_tokens,
-      temperature=e.temperature or None,
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+  """RLMR's training prompt file and held-out evaluation records."""
+
+  train_path: str
+  eval_path: str
+  eval_records: list[dict[str, Any]]
+
+
+def load_prompts(
+    config: ml_collections.ConfigDict, files: dict[str, str], workdir: str
+) -> Prompts:
+  """Training prompts and the first `rlmr_grpo.eval_prompts` held-out
+  prompts that carry at least one instruction."""
+  train_path, eval_path = prompt_files(
+      config, files, workdir, config.rlmr.holdout
   )
-
-
-def evaluate_policy(
-    run: "jobs.Run",
-    params: Any,
-    records: list[dict[str, Any]],
-    writing_fn: rewards_lib.RewardFn,
-    tag: str,
-) -> dict[str, Any]:
-  """IFEval metrics and mean writing score of one response per prompt."""
-  metrics, responses = ifeval.generate_and_score(
-      params,
-      run.model_cfg,
-      run.tokenizer,
-      records,
-      eval_sampling_config(run.config, run.tokenizer),
-      jax.random.key(run.config.seed + 17),
-  )
-  texts = [r["response"] for r in responses]
-  writing = writing_fn(
-      rewards_lib.RewardBatch(
-          prompts=[r["prompt"] for r in records],
-          completions=texts,
-          completion_ids=[run.tokenizer.encode(t) for t in texts],
-          truncated=np.array([r["truncated"] for r in responses]),
-          records=list(records),
-          group_size=1,
-      )
-  )
-  if jax.process_index() == 0:
-    jsonl.write_jsonl(
-        os.path.join(run.workdir, STAGE, f"responses_{tag}.jsonl"), responses
-    )
-  out = ifeval.headline(metrics)
-  out.update(
-      writing_mean=float(np.nanmean(writing)),
-      response_length=metrics["response_length"],
-      truncation_rate=metrics["truncation_rate"],
-      num_prompts=metrics["num_prompts"],
-      ifeval=metrics,
-  )
-  return out
-
-
-def _save(path: str, results: dict[str, Any]) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-      json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
-def summary_table(results: dict[str, Any]) -> str:
-  """Before/after headline numbers as markdown."""
-  keys = (
-      "prompt_strict",
-      "prompt_loose",
-      "instruction_strict",
-      "instruction_loose",
-      "writing_mean",
-      "response_length",
-  )
-  tags = [t for t in ("before", "after") if t in results]
-  lines = [
-      "| metric | " + " | ".join(tags) + " |",
-      "|---|" + "---:|" * len(tags),
-  ]
-  for k in keys:
-    lines.append(
-        f"| {k} | " + " | ".join(f"{results[t][k]:.3f}" for t in tags) + " |"
-    )
-  return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------
-# The job.
-
-
-def rlmr_job(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Policy SFT -> eval -> GRPO with the mixed reward -> eval."""
-  from rlcs_jax.trainers import jobs  # pylint: disable=g-import-not-at-top
-  # (Imported here: jobs imports this module for its JOBS table.)
-
-  rc = RLMRConfig.from_config(config.rlmr)
-  g = config.rlmr_grpo
-  run = jobs.prepare(config, workdir)
-  train_path, eval_path = prompt_files(config, run.files, workdir, rc.holdout)
-  eval_records = [
+  records = [
       r
       for r in jsonl.read_jsonl(eval_path, "ifeval")
       if r["instruction_id_list"]
-  ][: g.eval_prompts]
-  if not eval_records:
+  ][: config.rlmr_grpo.eval_prompts]
+  if not records:
     raise ValueError(f"{eval_path}: no prompt with instructions to evaluate")
-  if rc.sft_include_constraints and config.sft.steps:
-    run = dataclasses.replace(
-        run, files=with_constraint_demos(run.files, workdir)
-    )
-  init = jobs.policy_sft(run)
-  source = setup.datasets("ifeval", {g.prompt_split: train_path}, workdir)[
-      g.prompt_split
-  ]
-  writing_fn = WRITING_SCORERS[rc.writing_score](run, init)
+  return Prompts(train_path, eval_path, records)
 
-  path = os.path.join(workdir, STAGE, RESULTS)
-  results = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      results = json.load(f)
+
+def rlmr_stage(
+    run: "jobs.Run",
+    init: Any,
+    writing_fn: rewards_lib.RewardFn,
+    prompts: Prompts,
+    sft_eval: tuple[dict[str, Any], list[str]],
+    *,
+    stage: str = STAGE,
+    rule: str | None = None,
+) -> dict[str, Any]:
+  """GRPO from `init` with the mixed reward under `rule` (default
+  `rlmr.rule`), then its evaluation against the SFT one (`evaluate_sft`).
+
+  Results (settings, before, after, win_rate_vs_sft_rater) are saved to
+  W/<stage>/results.json; a finished, evaluated stage is only read back.
+  """
+  rc = RLMRConfig.from_config(run.config.rlmr)
+  if rule is not None:
+    rc = dataclasses.replace(rc, mix=dataclasses.replace(rc.mix, rule=rule))
+  g = run.config.rlmr_grpo
+  path = os.path.join(run.workdir, stage, RESULTS)
+  results = rlmr_eval.load_results(path)
+  before, sft_texts = sft_eval
   results["settings"] = {
       "rule": rc.mix.rule,
       "delta": rc.mix.delta,
@@ -524,23 +439,26 @@ def rlmr_job(config: ml_collections.ConfigDict, workdir: str) -> None:
       "all_violate_mode": rc.mix.all_violate_mode,
       "violation": rc.violation,
       "writing_score": rc.writing_score,
-      "eval_prompts": len(eval_records),
-      "eval_file": eval_path,
+      "steps": g.steps,
+      "eval_prompts": len(prompts.eval_records),
+      "eval_file": prompts.eval_path,
   }
-  if "before" not in results:
-    results["before"] = evaluate_policy(
-        run, init, eval_records, writing_fn, "before"
-    )
-    _save(path, results)
-  if sft.stage_is_done(workdir, STAGE):
+  results["before"] = before
+  done = sft.stage_is_done(run.workdir, stage)
+  if done and "after" in results and "win_rate_vs_sft_rater" in results:
+    return results
+  if done:
     params = sft.load_stage_params(
-        workdir, STAGE, run.model_cfg, run.mesh, run.rules
+        run.workdir, stage, run.model_cfg, run.mesh, run.rules
     )
   else:
+    source = setup.datasets(
+        "ifeval", {g.prompt_split: prompts.train_path}, run.workdir
+    )[g.prompt_split]
     trainer = grpo.GRPOTrainer(
-        config,
-        workdir,
-        stage=STAGE,
+        run.config,
+        run.workdir,
+        stage=stage,
         model_cfg=run.model_cfg,
         tokenizer=run.tokenizer,
         mesh=run.mesh,
@@ -556,10 +474,48 @@ def rlmr_job(config: ml_collections.ConfigDict, workdir: str) -> None:
         stop=run.stop,
         on_step=lambda step, roll, m: m.update(step_metrics(roll, rc)),
     )
-  results["after"] = evaluate_policy(
-      run, params, eval_records, writing_fn, "after"
+  results["after"], texts = rlmr_eval.evaluate_policy(
+      run, params, prompts.eval_records, writing_fn, "after", stage=stage
   )
-  _save(path, results)
+  results["win_rate_vs_sft_rater"] = rlmr_eval.rater_win_rate(
+      run, prompts.eval_records, texts, sft_texts
+  )
+  rlmr_eval.save_results(path, results)
+  return results
+
+
+def policy_sft_run(run: "jobs.Run") -> "jobs.Run":
+  """`run` whose policy SFT data includes the constraint demonstrations
+  when `rlmr.sft_include_constraints` (and SFT runs at all)."""
+  if run.config.rlmr.sft_include_constraints and run.config.sft.steps:
+    return dataclasses.replace(
+        run, files=with_constraint_demos(run.files, run.workdir)
+    )
+  return run
+
+
+# ----------------------------------------------------------------------------
+# The job.
+
+
+def rlmr_job(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Policy SFT -> eval -> GRPO with the mixed reward -> eval."""
+  from rlcs_jax.trainers import jobs  # pylint: disable=g-import-not-at-top
+  # (Imported here: jobs imports this module for its JOBS table.)
+
+  rc = RLMRConfig.from_config(config.rlmr)
+  run = jobs.prepare(config, workdir)
+  prompts = load_prompts(config, run.files, workdir)
+  run = policy_sft_run(run)
+  init = jobs.policy_sft(run)
+  writing_fn = WRITING_SCORERS[rc.writing_score](run, init)
+  sft_eval = rlmr_eval.evaluate_sft(
+      run, init, prompts.eval_records, writing_fn, stage=STAGE
+  )
+  results = rlmr_stage(run, init, writing_fn, prompts, sft_eval)
   if jax.process_index() == 0:
-    print(f"RLMR ({rc.mix.rule}) on {len(eval_records)} held-out prompts:\n")
-    print(summary_table(results))
+    print(
+        f"RLMR ({rc.mix.rule}) on {len(prompts.eval_records)} held-out "
+        "prompts:\n"
+    )
+    print(rlmr_eval.summary_table(results))
