@@ -153,6 +153,9 @@ def test_sharded_update_equals_unsharded(run, tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), p8, p1)
 
 
+# Slow: tests/reliability/resume_test.py checks the stronger property (an
+# interrupted run's metrics and final parameters equal an uninterrupted one).
+@pytest.mark.slow
 def test_resume_gives_same_next_step(run, tmp_path):
   _, source, _ = run
   full = str(tmp_path / "full")

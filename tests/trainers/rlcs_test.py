@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from configs import rlcs_tiny
 from rlcs_jax import metrics as metrics_lib
@@ -76,6 +77,9 @@ def test_correctness_reward():
   assert verdict_lib.parse_verdict("no verdict").status != verdict_lib.OK
 
 
+# Slow (~75 s): tests/trainers/pipeline_test.py runs the same stages and
+# evaluation (scalar RM, GenRM SFT/GRPO, pivot-rewarded policy GRPO).
+@pytest.mark.slow
 def test_rlcs_job_end_to_end(tmp_path):
   workdir = str(tmp_path / "w")
   jobs.JOBS["rlcs"](rlcs_tiny.get_config("test"), workdir)
