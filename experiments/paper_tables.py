@@ -33,16 +33,24 @@ from ml_collections import config_flags
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEFAULT_CONFIG = os.path.join(_REPO, "configs", "demo.py")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    None,  # DEFAULT_CONFIG when not given (set in __main__).
-    "Pipeline config file, e.g. configs/demo.py[:arg].",
-    lock_config=True,
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (reused).")
-_TABLES_ONLY = flags.DEFINE_bool(
-    "tables_only", False, "Only render the tables from the workdir."
-)
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when run as a program: importing this
+  module (the tests do, next to `experiments.launch`, which has its own
+  `--config`) must not touch the global flag registry."""
+  config_flags.DEFINE_config_file(
+      "config",
+      None,  # DEFAULT_CONFIG when not given (set in __main__).
+      "Pipeline config file, e.g. configs/demo.py[:arg].",
+      lock_config=True,
+  )
+  flags.DEFINE_string("workdir", None, "Run directory (reused).")
+  flags.DEFINE_bool(
+      "tables_only", False, "Only render the tables from the workdir."
+  )
+
 
 TABLES_FILE = "paper_tables.md"
 
@@ -115,17 +123,17 @@ def run(config, workdir: str, *, tables_only: bool = False) -> str:
 
 def main(argv):
   del argv
-  if not _WORKDIR.value:
+  if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
   from rlcs_jax import preemption  # pylint: disable=g-import-not-at-top
 
   try:
-    text = run(_CONFIG.value, _WORKDIR.value, tables_only=_TABLES_ONLY.value)
+    text = run(FLAGS.config, FLAGS.workdir, tables_only=FLAGS.tables_only)
   except preemption.Preempted as e:  # Checkpoint saved: rerun to resume.
     print(e, file=sys.stderr)
     sys.exit(1)
   print(text)
-  print(f"wrote {os.path.join(_WORKDIR.value, TABLES_FILE)}")
+  print(f"wrote {os.path.join(FLAGS.workdir, TABLES_FILE)}")
 
 
 if __name__ == "__main__":
@@ -140,4 +148,5 @@ if __name__ == "__main__":
   except (config_keys.UnknownConfigKeyError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  _define_flags()
   app.run(main)
