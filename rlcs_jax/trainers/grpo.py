@@ -173,9 +173,13 @@ def make_update_step(
     logp, entropy = completion_logprobs(
         params, model_cfg, b["tokens"], b["valid"], prompt_len, temperature
     )
+    # One update pass per rollout: the old policy is the current one, so its
+    # log-probs are this forward's, detached (ratio exactly 1, gradient
+    # unchanged), and the separate old-policy pass is skipped.
+    old_logp = b["old_logp"] if "old_logp" in b else jax.lax.stop_gradient(logp)
     (s, c), m = losses_lib.grpo_loss(
         logp,
-        b["old_logp"],
+        old_logp,
         b["adv"],
         b["mask"],
         loss_cfg,
@@ -578,9 +582,13 @@ class GRPOTrainer:
         ),
     }
     logp_fn = self._logp_fn(roll.prompt_len)
-    batch["old_logp"] = logp_fn(
-        self.state.params, batch["tokens"], batch["valid"]
-    )
+    if self.cfg.num_iterations > 1:
+      t1 = time.perf_counter()
+      batch["old_logp"] = logp_fn(
+          self.state.params, batch["tokens"], batch["valid"]
+      )
+      jax.block_until_ready(batch["old_logp"])
+      timings["time/old_logp"] = time.perf_counter() - t1
     if self.ref_params is not None:
       t1 = time.perf_counter()
       batch["ref_logp"] = logp_fn(

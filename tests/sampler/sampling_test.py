@@ -23,10 +23,16 @@ def params():
   return jax.tree.map(lambda x: x * 3.0, nn.meta.unbox(variables)["params"])
 
 
+@jax.jit
+def _forward(params, tokens):
+  return Transformer(CFG).apply({"params": params}, tokens)[0]
+
+
 def _naive_greedy(params, prompt, n):
+  """Greedy decoding by a full forward pass per token (no cache)."""
   seq, logps = list(prompt), []
   for _ in range(n):
-    logits, _ = Transformer(CFG).apply({"params": params}, jnp.array([seq]))
+    logits = _forward(params, jnp.array([seq]))
     logp = jax.nn.log_softmax(logits[0, -1])
     seq.append(int(jnp.argmax(logp)))
     logps.append(float(logp[seq[-1]]))
