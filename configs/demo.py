@@ -4,9 +4,10 @@ The `pipeline` job (trainers/pipeline.py) on the tiny model and StoryWorld:
 data -> tokenizer -> policy SFT (with constraint demos) -> scalar RM ->
 GenRM SFT -> GenRM GRPO (entropy shaping) -> RLCS policy GRPO (GenRM pivot
 rewards) -> RLMR policy GRPO (scalar-RM writing score x constraints) ->
-evaluation -> report.md + plots. Budgets are sized for about 15 minutes on
-2 CPU cores (per-stage wall times land in W/pipeline_timings.json and the
-report); the results are small-scale and noisy by design.
+evaluation -> report.md + plots. Budgets were sized for at most ~15 minutes
+on 2 CPU cores under load; on a quiet 2-core machine the demo took 8.5
+minutes (2026-11-30; per-stage wall times land in W/pipeline_timings.json
+and the report). The results are small-scale and noisy by design.
 
   python -m rlcs_jax.main --config configs/demo.py --workdir runs/demo
   ... --config.pipeline.ablations=True    # + no-shaping GenRM, RLMR baselines
