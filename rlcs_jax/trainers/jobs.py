@@ -238,12 +238,11 @@ def rlcs_job(config: ml_collections.ConfigDict, workdir: str) -> None:
   """RLCS end to end: policy SFT -> GenRM SFT -> GenRM GRPO -> policy GRPO
   with GenRM pivot rewards -> evaluation (results.json)."""
   run = prepare(config, workdir)
-  results = rlcs.run_all(run, policy_sft(run))
+  params = rlcs.run_all(run, policy_sft(run))
+  results = pipeline.CachedResults(os.path.join(workdir, pipeline.RLCS_RESULTS))
+  pipeline.evaluate_rlcs(run, params, results)
   if jax.process_index() == 0:
-    path = os.path.join(workdir, "rlcs_results.json")
-    with open(path, "w") as f:
-      json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
+    print(json.dumps(results.data, indent=2))
 
 
 JOBS = {

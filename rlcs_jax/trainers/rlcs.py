@@ -530,33 +530,13 @@ def reward_variance(workdir: str, stage: str) -> dict[str, float]:
   return out
 
 
-def evaluate(
-    run,
-    policy_sft,
-    genrm_sft_params,
-    genrm_grpo_params,
-    rl_policy,
-    rm_params=None,
-) -> dict[str, Any]:
-  """Held-out GenRM agreement, rater ceiling and policy win rates."""
-  out = {
-      "rater_ceiling": rater_ceiling(run),
-      "genrm_sft": genrm_agreement(run, genrm_sft_params),
-      "genrm_grpo": genrm_agreement(run, genrm_grpo_params),
-  }
-  if rm_params is not None:
-    out["scalar_rm"] = scalar_rm_agreement(run, rm_params)
-  out.update(policy_win_rates(run, policy_sft, rl_policy, genrm_grpo_params))
-  out["reward_variance"] = {
-      "genrm_grpo": reward_variance(run.workdir, "genrm_grpo")
-  }
-  return out
-
-
 def run_all(run, policy_params) -> dict[str, Any]:
-  """Scalar RM, GenRM SFT -> GenRM GRPO -> policy GRPO (pivot) -> eval."""
-  rm = scalar_rm(run, policy_params)
-  g_sft = genrm_sft(run, policy_params)
-  g_grpo = genrm_grpo(run, g_sft)
-  rl_policy = policy_grpo(run, policy_params, g_grpo)
-  return evaluate(run, policy_params, g_sft, g_grpo, rl_policy, rm)
+  """Scalar RM, GenRM SFT -> GenRM GRPO -> policy GRPO (pivot); returns
+  every stage's parameters by stage name (evaluated by
+  `pipeline.evaluate_rlcs`)."""
+  params = {"sft": policy_params}
+  params["scalar_rm"] = scalar_rm(run, policy_params)
+  params["genrm_sft"] = genrm_sft(run, policy_params)
+  params["genrm_grpo"] = genrm_grpo(run, params["genrm_sft"])
+  params["rlcs_policy"] = policy_grpo(run, policy_params, params["genrm_grpo"])
+  return params
