@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -91,6 +92,32 @@ TARGETS = (
         0.5,
     ),
     ("grpo smollm2 ours/TRL", ("grpo", "smollm2", "ratio"), ">=", 3.0),
+    # The same targets with both sides in bf16 (see `Settings.dtypes`).
+    ("train tiny bf16 ours/torch", ("train", "tiny bf16", "ratio"), ">=", 1.0),
+    (
+        "train smollm2 bf16 ours/torch",
+        ("train", "smollm2 bf16", "ratio"),
+        ">=",
+        1.0,
+    ),
+    (
+        "train tiny bf16 MFU vs matmul",
+        ("train", "tiny bf16", "ours", "mfu_vs_matmul"),
+        ">=",
+        0.5,
+    ),
+    (
+        "train smollm2 bf16 MFU vs matmul",
+        ("train", "smollm2 bf16", "ours", "mfu_vs_matmul"),
+        ">=",
+        0.5,
+    ),
+    (
+        "grpo smollm2 bf16 ours/TRL",
+        ("grpo", "smollm2 bf16", "ratio"),
+        ">=",
+        3.0,
+    ),
     (
         "decode ms/token max/min tiny",
         ("scaling", "decode", "tiny", "max_over_min"),
@@ -118,13 +145,19 @@ def _run_job(job: dict) -> dict:
 
     if job["section"] == "export":
       return bench_jax.export(job["model"], job["hf_dir"])
+    if job["section"] in ("train", "grpo"):
+      return bench_jax.JOBS[job["section"]](job["model"], st, job["dtype"])
     return bench_jax.JOBS[job["section"]](job["model"], st)
   from experiments import bench_torch  # pylint: disable=g-import-not-at-top
 
   if job["section"] == "train":
-    return bench_torch.run_train(job["hf_dir"], st, job["flops_per_token"])
+    return bench_torch.run_train(
+        job["hf_dir"], st, job["flops_per_token"], job["dtype"]
+    )
   if job["section"] == "grpo":
-    return bench_torch.run_grpo(job["hf_dir"], st, job["tokenizer_source"])
+    return bench_torch.run_grpo(
+        job["hf_dir"], st, job["tokenizer_source"], job["dtype"]
+    )
   return bench_torch.JOBS[job["section"]](job["hf_dir"], st)
 
 
@@ -373,21 +406,23 @@ def run(
 
     if "train" in sections:
       result["train"] = {}
-      for model in st.train_models:
-        entry = {"ours": ours("train", model)}
+      for model, dtype in itertools.product(st.train_models, st.dtypes):
+        entry = {"ours": ours("train", model, dtype=dtype)}
         flops = None
         if "error" not in entry["ours"]:
           flops = (
               entry["ours"]["model_flops_per_s"] / entry["ours"]["tokens_per_s"]
           )
-        entry["torch"] = theirs("train", model, flops_per_token=flops)
+        entry["torch"] = theirs(
+            "train", model, flops_per_token=flops, dtype=dtype
+        )
         entry["ratio"] = _ratio(entry["ours"], entry["torch"], "tokens_per_s")
-        result["train"][model] = entry
+        result["train"][bs.key(model, dtype)] = entry
 
     if "grpo" in sections:
       result["grpo"] = {}
-      for model in st.grpo_models:
-        entry = {"ours": ours("grpo", model), "trl": None}
+      for model, dtype in itertools.product(st.grpo_models, st.dtypes):
+        entry = {"ours": ours("grpo", model, dtype=dtype), "trl": None}
         if model != "smollm2":
           result["skipped"][f"grpo_{model}_trl"] = (
               f"the {model} model has no Hugging Face tokenizer; TRL runs "
@@ -404,10 +439,11 @@ def run(
                   "pretrained_model_name_or_path": os.path.dirname(gguf),
                   "gguf_file": os.path.basename(gguf),
               },
+              dtype=dtype,
           )
         # Speed-up: TRL's step time over ours.
         entry["ratio"] = _ratio(entry["trl"], entry["ours"], "step_s")
-        result["grpo"][model] = entry
+        result["grpo"][bs.key(model, dtype)] = entry
 
     if "scaling" in sections:
       result["scaling"] = {
@@ -505,9 +541,12 @@ def table(result: dict) -> str:
             f"first divergence (median row): {e['greedy_prefix_agreement']:.2f}"
         )
   if "train" in result:
-    lines.append("\nTRAIN STEP (SFT fwd+bwd+AdamW)")
     lines.append(
-        f"  {'model':8s} {'ours tok/s':>10s} {'torch tok/s':>11s} "
+        "\nTRAIN STEP (SFT fwd+bwd+AdamW; bf16 rows: bf16 matmul inputs, f32"
+        " accumulation and master weights / torch.autocast bf16)"
+    )
+    lines.append(
+        f"  {'model':12s} {'ours tok/s':>10s} {'torch tok/s':>11s} "
         f"{'ratio':>6s} {'ours GFLOP/s':>12s} {'matmul':>7s} "
         f"{'MFU':>5s} {'torch MFU':>9s} {'compile':>8s} "
         f"{'RSS MB o/t':>12s}"
@@ -517,10 +556,10 @@ def table(result: dict) -> str:
       for who, d in (("ours", o), ("torch", t)):
         if "error" in d:
           lines.append(
-              f"  {model:8s} {who} error: " f"{d['error'].splitlines()[-1]}"
+              f"  {model:12s} {who} error: " f"{d['error'].splitlines()[-1]}"
           )
       lines.append(
-          f"  {model:8s} {_fmt(o.get('tokens_per_s'), '.0f'):>10s} "
+          f"  {model:12s} {_fmt(o.get('tokens_per_s'), '.0f'):>10s} "
           f"{_fmt(t.get('tokens_per_s'), '.0f'):>11s} "
           f"{_fmt(e['ratio'], '.2f'):>6s} "
           f"{_fmt(o.get('model_flops_per_s', 0) / 1e9):>12s} "
@@ -533,7 +572,8 @@ def table(result: dict) -> str:
       )
   if "grpo" in result:
     lines.append(
-        "\nGRPO STEP (seconds; generate / reference / reward / " "update)"
+        "\nGRPO STEP (seconds; generate / reference / reward / update;"
+        " bf16 rows: ours bf16 compute, TRL bf16=True)"
     )
     for model, e in result["grpo"].items():
       for who in ("ours", "trl"):
@@ -542,11 +582,11 @@ def table(result: dict) -> str:
           continue
         if "error" in d:
           lines.append(
-              f"  {model:8s} {who:5s} error: " f"{d['error'].splitlines()[-1]}"
+              f"  {model:12s} {who:5s} error: " f"{d['error'].splitlines()[-1]}"
           )
           continue
         lines.append(
-            f"  {model:8s} {who:5s} step {_fmt(d['step_s'], '.2f'):>6s}  "
+            f"  {model:12s} {who:5s} step {_fmt(d['step_s'], '.2f'):>6s}  "
             f"gen {_fmt(d['generate_s'], '.2f')}  ref "
             f"{_fmt(d['reference_s'], '.2f')}  reward "
             f"{_fmt(d['reward_s'], '.3f')}  update "
@@ -555,7 +595,7 @@ def table(result: dict) -> str:
             f"{_fmt(d.get('peak_rss_mb'), '.0f')} MB"
         )
       lines.append(
-          f"  {model:8s} ratio (TRL step / ours) " f"{_fmt(e['ratio'], '.2f')}"
+          f"  {model:12s} ratio (TRL step / ours) " f"{_fmt(e['ratio'], '.2f')}"
       )
   if "scaling" in result:
     lines.append("\nSCALING (ours)")

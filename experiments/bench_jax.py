@@ -12,6 +12,7 @@ V vocab, Pg prompts per GRPO step, R samples per prompt.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import zlib
@@ -51,8 +52,19 @@ class _WordTokenizer:
     return " ".join(f"w{int(i)}" for i in ids)
 
 
-def load_model(name: str) -> tuple[ModelConfig, Any, Any]:
-  """(config, float32 params, tokenizer) of a benchmark model."""
+def load_model(
+    name: str, dtype: str = "float32"
+) -> tuple[ModelConfig, Any, Any]:
+  """(config, float32 params, tokenizer) of a benchmark model.
+
+  `dtype` is the compute dtype (matmul inputs; float32 accumulation and
+  float32 parameters either way).
+  """
+  cfg, params, tokenizer = _load_float32(name)
+  return dataclasses.replace(cfg, dtype=dtype), params, tokenizer
+
+
+def _load_float32(name: str) -> tuple[ModelConfig, Any, Any]:
   if name in ("tiny", "test"):
     cfg = ModelConfig(**PRESETS[name])
     variables = Transformer(cfg).init(
@@ -239,9 +251,9 @@ def _train_step_time(
   }
 
 
-def run_train(name: str, st: bs.Settings) -> dict:
+def run_train(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   """SFT forward + backward + AdamW at B x L, with MFU vs a dense matmul."""
-  cfg, params, _ = load_model(name)
+  cfg, params, _ = load_model(name, dtype)
   mm = matmul_flops(st.matmul_size, cfg.dtype, st.reps)
   out = _train_step_time(cfg, params, st.train_batch, st.train_seq, st.reps)
   out["matmul_flops_per_s"] = mm
@@ -318,7 +330,7 @@ def _grpo_config(st: bs.Settings):
   return config
 
 
-def run_grpo(name: str, st: bs.Settings) -> dict:
+def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   """One GRPO step of the real trainer, time split by phase.
 
   rollout = sampling + decoding + rewards (`GRPOTrainer.rollout`); the
@@ -333,7 +345,7 @@ def run_grpo(name: str, st: bs.Settings) -> dict:
   from rlcs_jax.trainers import rewards as rewards_lib  # pylint: disable=g-import-not-at-top
   from rlcs_jax import sharding as shd  # pylint: disable=g-import-not-at-top
 
-  cfg, params, tokenizer = load_model(name)
+  cfg, params, tokenizer = load_model(name, dtype)
   config = _grpo_config(st)
   reward_time = [0.0]
 

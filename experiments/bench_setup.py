@@ -58,6 +58,11 @@ class Settings:
   scaling_train_models: tuple[str, ...]
   scaling_seqs: tuple[int, ...]
   matmul_size: int
+  # Compute dtypes of the train and GRPO sections, each measured against the
+  # baseline in the same dtype (float32 everywhere; bfloat16 = bf16 matmul
+  # inputs with float32 accumulation and float32 master weights for ours,
+  # `torch.autocast` bf16 for PyTorch, `bf16=True` for TRL).
+  dtypes: tuple[str, ...] = ("float32", "bfloat16")
 
 
 FULL = Settings(
@@ -107,6 +112,14 @@ QUICK = Settings(
     scaling_seqs=(16, 32),
     matmul_size=256,
 )
+
+
+def key(model: str, dtype: str) -> str:
+  """A section's result key: the model name, suffixed unless float32."""
+  return model if dtype == "float32" else f"{model} {DTYPE_TAGS[dtype]}"
+
+
+DTYPE_TAGS = {"float32": "f32", "bfloat16": "bf16"}
 
 
 def settings(quick: bool, models: Sequence[str] | None = None) -> Settings:

@@ -31,12 +31,12 @@ def _load(hf_dir: str):
   return torch, model
 
 
-def matmul_flops(size: int, reps: int) -> float:
-  """FLOP/s of a dense float32 [n, n] @ [n, n] (torch's path: MKL/oneDNN)."""
+def matmul_flops(size: int, reps: int, dtype: str = "float32") -> float:
+  """FLOP/s of a dense [n, n] @ [n, n] in `dtype` (torch's path)."""
   torch = _torch()
   g = torch.Generator().manual_seed(0)
-  a = torch.randn(size, size, generator=g)
-  b = torch.randn(size, size, generator=g)
+  a = torch.randn(size, size, generator=g).to(getattr(torch, dtype))
+  b = torch.randn(size, size, generator=g).to(getattr(torch, dtype))
   t = bs.timed(lambda: torch.mm(a, b), max(reps, 5), warmup=2)
   return 2.0 * size**3 / t["median_s"]
 
@@ -90,7 +90,10 @@ def run_decode(hf_dir: str, st: bs.Settings) -> dict:
   return out
 
 
-def _train_step_time(torch, model, batch: int, seq: int, reps: int) -> dict:
+def _train_step_time(
+    torch, model, batch: int, seq: int, reps: int, dtype: str
+) -> dict:
+  import contextlib  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
   model.train()
@@ -105,8 +108,14 @@ def _train_step_time(torch, model, batch: int, seq: int, reps: int) -> dict:
   inputs, targets = tokens[:, :-1], tokens[:, 1:]
   vocab = model.config.vocab_size
 
+  def autocast():
+    if dtype == "float32":
+      return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=getattr(torch, dtype))
+
   def step():
-    logits = model(input_ids=inputs).logits
+    with autocast():
+      logits = model(input_ids=inputs).logits
     loss = F.cross_entropy(
         logits.float().reshape(-1, vocab), targets.reshape(-1)
     )
@@ -120,12 +129,18 @@ def _train_step_time(torch, model, batch: int, seq: int, reps: int) -> dict:
   return {"step_s": t["median_s"], "tokens_per_s": batch * seq / t["median_s"]}
 
 
-def run_train(hf_dir: str, st: bs.Settings, flops_per_token: float) -> dict:
-  """PyTorch eager SFT step: forward, cross-entropy, backward, clip, AdamW."""
+def run_train(
+    hf_dir: str, st: bs.Settings, flops_per_token: float, dtype: str
+) -> dict:
+  """PyTorch eager SFT step: forward, cross-entropy, backward, clip, AdamW.
+
+  float32, or with `dtype="bfloat16"` the forward under `torch.autocast`
+  (bf16 matmuls, float32 master weights), the usual mixed precision.
+  """
   torch, model = _load(hf_dir)
-  mm = matmul_flops(st.matmul_size, st.torch_reps)
+  mm = matmul_flops(st.matmul_size, st.torch_reps, dtype)
   out = _train_step_time(
-      torch, model, st.train_batch, st.train_seq, st.torch_reps
+      torch, model, st.train_batch, st.train_seq, st.torch_reps, dtype
   )
   out["model_flops_per_s"] = flops_per_token * out["tokens_per_s"]
   out["matmul_flops_per_s"] = mm
@@ -134,11 +149,15 @@ def run_train(hf_dir: str, st: bs.Settings, flops_per_token: float) -> dict:
   return out
 
 
-def run_grpo(hf_dir: str, st: bs.Settings, tokenizer_source: dict) -> dict:
+def run_grpo(
+    hf_dir: str, st: bs.Settings, tokenizer_source: dict, dtype: str
+) -> dict:
   """TRL `GRPOTrainer` steps with our settings; per-step wall time.
 
   Args:
     tokenizer_source: kwargs of `AutoTokenizer.from_pretrained` (the GGUF).
+    dtype: "float32", or "bfloat16" for TRL's `bf16=True` (mixed precision
+      through accelerate; the weights stay float32).
   """
   torch, model = _load(hf_dir)
   import datasets  # pylint: disable=g-import-not-at-top
@@ -184,7 +203,7 @@ def run_grpo(hf_dir: str, st: bs.Settings, tokenizer_source: dict) -> dict:
     args = trl.GRPOConfig(
         output_dir=out_dir,
         use_cpu=True,
-        bf16=False,
+        bf16=dtype == "bfloat16",
         seed=0,
         per_device_train_batch_size=pg * r,
         num_generations=r,

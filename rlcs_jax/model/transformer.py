@@ -30,6 +30,7 @@ it was given (the sampler's decode loop carries that view).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -68,12 +69,66 @@ def _dense(x: Array, w: Array, n_contract: int, dtype: Any) -> Array:
   """
   lead = x.shape[: x.ndim - n_contract]
   k = math.prod(w.shape[:n_contract])
-  y = jnp.dot(
-      x.reshape(-1, k).astype(dtype),
-      w.reshape(k, -1).astype(dtype),
+  y = matmul(x.reshape(-1, k), w.reshape(k, -1), dtype)
+  return y.reshape(*lead, *w.shape[n_contract:])
+
+
+def matmul(x_MK: Array, w: Array, dtype: Any, transpose_w: bool = False):
+  """x [M, K] @ w [K, N] (or w [N, K] transposed): compute-dtype inputs,
+  float32 accumulation and output.
+
+  In float32 this is a plain dot. With a narrower compute dtype (bfloat16)
+  the backward pass is written out (`_mixed_matmul`): JAX's own transpose
+  of a bf16 x bf16 -> f32 dot multiplies the float32 cotangent by a bf16
+  operand, which XLA:CPU runs as a float32 matmul (the slow path the bf16
+  forward avoided), and it rounds the weight gradient to bf16. Here both
+  gradient matmuls take bf16 inputs with float32 accumulation, and the
+  weight gradient stays float32.
+  """
+  if jnp.dtype(dtype) == jnp.float32:
+    return _mm(
+        x_MK.astype(dtype), w.astype(dtype), (1, 1 if transpose_w else 0)
+    )
+  return _mixed_matmul(x_MK, w, jnp.dtype(dtype), transpose_w)
+
+
+def _mm(a: Array, b: Array, contract: tuple[int, int]) -> Array:
+  """2-D dot contracting a's axis contract[0] with b's axis contract[1]."""
+  return jax.lax.dot_general(
+      a,
+      b,
+      (((contract[0],), (contract[1],)), ((), ())),
       preferred_element_type=jnp.float32,
   )
-  return y.reshape(*lead, *w.shape[n_contract:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _mixed_matmul(x_MK, w, dtype, transpose_w):
+  return _mm(x_MK.astype(dtype), w.astype(dtype), (1, 1 if transpose_w else 0))
+
+
+def _mixed_matmul_fwd(x_MK, w, dtype, transpose_w):
+  xc, wc = x_MK.astype(dtype), w.astype(dtype)
+  out = _mm(xc, wc, (1, 1 if transpose_w else 0))
+  # The residuals are the compute-dtype operands (half the bytes of f32),
+  # plus empty arrays that carry the primal dtypes for the cotangents.
+  dtypes = (jnp.zeros((0,), x_MK.dtype), jnp.zeros((0,), w.dtype))
+  return out, (xc, wc, dtypes)
+
+
+def _mixed_matmul_bwd(dtype, transpose_w, res, g_MN):
+  xc, wc, (x_dt, w_dt) = res
+  g = g_MN.astype(dtype)
+  if transpose_w:  # w is [N, K].
+    dx = _mm(g, wc, (1, 0))  # [M, K]
+    dw = _mm(g, xc, (0, 0))  # [N, K]
+  else:  # w is [K, N].
+    dx = _mm(g, wc, (1, 1))  # [M, K]
+    dw = _mm(xc, g, (0, 0))  # [K, N]
+  return dx.astype(x_dt.dtype), dw.astype(w_dt.dtype)
+
+
+_mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
 def _constrain(x: Array, names: tuple[str, ...]) -> Array:
@@ -211,15 +266,10 @@ class Attention(nn.Module):
             "head_dim",
         ),
     )
-    # lax.dot_general, not einsum: einsum contracts (h, n) in that order,
-    # and XLA:CPU then copied (transposed) the [N, H, D] weight on every
-    # call, i.e. once per layer per decoded token.
-    out = jax.lax.dot_general(
-        out.astype(cd),
-        wo.astype(cd),
-        (((2, 3), (0, 1)), ((), ())),
-        preferred_element_type=jnp.float32,
-    )
+    # [B, L, N, H] @ [N, H, D] as one 2-D matmul (an einsum contracted
+    # (h, n) in that order and XLA:CPU then transposed the weight on every
+    # call, i.e. once per layer per decoded token).
+    out = _dense(out, wo, 2, cd)
     return out, new_cache
 
 
@@ -414,7 +464,7 @@ class Transformer(nn.Module):
     if return_hidden:
       return x, new_cache
     if cfg.tie_embeddings:
-      return _dot("bld,vd->blv", x, embed.embedding, cd), new_cache
+      return _head(x, embed.embedding, cd, tied=True), new_cache
     return LMHead(cfg, name="lm_head")(x), new_cache
 
 
@@ -435,7 +485,7 @@ class LMHead(nn.Module):
         (cfg.d_model, cfg.vocab_size),
         pd,
     )
-    return _dot("bld,dv->blv", hidden_BLD, kernel, cd)
+    return _head(hidden_BLD, kernel, cd, tied=False)
 
 
 def _check_cache_room(cache: Cache, new_tokens: int) -> None:
@@ -486,5 +536,12 @@ def output_logits(params: Any, cfg: ModelConfig, hidden_BLD: Array) -> Array:
   """Applies the output head to hidden states from `return_hidden=True`."""
   cd = dtype_of(cfg.dtype)
   if cfg.tie_embeddings:
-    return _dot("bld,vd->blv", hidden_BLD, params["embed"]["embedding"], cd)
-  return _dot("bld,dv->blv", hidden_BLD, params["lm_head"]["kernel"], cd)
+    return _head(hidden_BLD, params["embed"]["embedding"], cd, tied=True)
+  return _head(hidden_BLD, params["lm_head"]["kernel"], cd, tied=False)
+
+
+def _head(hidden_BLD: Array, w: Array, dtype: Any, tied: bool) -> Array:
+  """Logits [B, L, V] from the embedding [V, D] (tied) or a [D, V] kernel."""
+  b, l, d = hidden_BLD.shape
+  logits = matmul(hidden_BLD.reshape(b * l, d), w, dtype, transpose_w=tied)
+  return logits.reshape(b, l, -1)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlcs_jax.model.config import ModelConfig
+from rlcs_jax.model.config import ModelConfig, dtype_of
 from rlcs_jax.model.transformer import Transformer, init_cache
 
 Array = jax.Array
@@ -321,6 +321,7 @@ def generate_arrays(
         f"{cache_len} exceeds model.max_seq_len={model_cfg.max_seq_len}; "
         "shorten the prompts or lower sampler.max_new_tokens"
     )
+  params = compute_params(params, model_cfg)
   logits, cache = prefill(
       params, tokens_BP, valid_BP, model_cfg=model_cfg, cache_len=cache_len
   )
@@ -338,6 +339,34 @@ def generate_arrays(
   )
   state = decode(params, state, model_cfg=model_cfg, cfg=cfg)
   return _summarise(state.tokens_BT, state.logprobs_BT, cfg)
+
+
+def compute_params(params, model_cfg: ModelConfig):
+  """Params with every matrix in the compute dtype, for sampling.
+
+  With float32 params and a narrower compute dtype (`model.dtype=bfloat16`)
+  the model casts each weight at every use: once per decoded token inside
+  the decode loop. Casting once per `generate` call instead costs one
+  compute-dtype copy of the weights. Vectors (norm scales, biases) keep
+  their dtype; the embedding is cast too, so with bf16 compute the sampled
+  tokens see bf16-rounded input embeddings. A no-op when the dtypes agree.
+  """
+  cd = dtype_of(model_cfg.dtype)
+  if cd == dtype_of(model_cfg.param_dtype):
+    return params
+  return _cast_matrices(params, cd)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _cast_matrices(params, dtype):
+  return jax.tree.map(
+      lambda x: (
+          x.astype(dtype)
+          if x.ndim >= 2 and jnp.issubdtype(x.dtype, jnp.floating)
+          else x
+      ),
+      params,
+  )
 
 
 def _summarise(tokens_BT: Array, logprobs_BT: Array, cfg: SamplingConfig):

@@ -38,21 +38,38 @@ def test_quick_run_reports_every_section():
     assert row["compile_s"] >= 0
   assert _positive(decode["ours"]["peak_rss_mb"])
 
-  train = result["train"]["test"]["ours"]
-  for key in (
-      "step_s",
-      "tokens_per_s",
-      "model_flops_per_s",
-      "matmul_flops_per_s",
-      "mfu_vs_matmul",
-      "peak_rss_mb",
-  ):
-    assert _positive(train[key]), (key, train)
+  # One train and one GRPO entry per compute dtype (float32 keeps the bare
+  # model name).
+  assert (
+      sorted(result["train"])
+      == sorted(result["grpo"])
+      == [
+          "test",
+          "test bf16",
+      ]
+  )
+  for name in ("test", "test bf16"):
+    train = result["train"][name]["ours"]
+    for key in (
+        "step_s",
+        "tokens_per_s",
+        "model_flops_per_s",
+        "matmul_flops_per_s",
+        "mfu_vs_matmul",
+        "peak_rss_mb",
+    ):
+      assert _positive(train[key]), (name, key, train)
 
-  grpo = result["grpo"]["test"]["ours"]
-  for key in ("generate_s", "reference_s", "update_s", "step_s", "peak_rss_mb"):
-    assert _positive(grpo[key]), (key, grpo)
-  assert grpo["reward_s"] >= 0 and math.isfinite(grpo["loss"])
+    grpo = result["grpo"][name]["ours"]
+    for key in (
+        "generate_s",
+        "reference_s",
+        "update_s",
+        "step_s",
+        "peak_rss_mb",
+    ):
+      assert _positive(grpo[key]), (name, key, grpo)
+    assert grpo["reward_s"] >= 0 and math.isfinite(grpo["loss"])
 
   scaling = result["scaling"]
   dec = scaling["decode"]["test"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rlcs_jax.model.config import PRESETS, ModelConfig
+from rlcs_jax.model import transformer
 from rlcs_jax.model.transformer import Transformer, init_cache, output_logits
 
 VARIANTS = {
@@ -86,6 +87,63 @@ def test_bf16_compute_close_to_f32():
   out, _ = bf.apply({"params": params}, tokens)
   assert out.dtype == jnp.float32
   np.testing.assert_allclose(out, ref, atol=0.1)
+
+
+@pytest.mark.parametrize("transpose_w", [False, True])
+def test_mixed_matmul_gradients(transpose_w):
+  """bf16 matmul: float32 gradients equal to the bf16-input reference."""
+  kx, kw, kg = jax.random.split(jax.random.key(5), 3)
+  x = jax.random.normal(kx, (6, 16))
+  w = jax.random.normal(kw, (24, 16) if transpose_w else (16, 24))
+  g = jax.random.normal(kg, (6, 24))
+  f = lambda x, w: jnp.sum(
+      transformer.matmul(x, w, jnp.bfloat16, transpose_w) * g
+  )
+  dx, dw = jax.grad(f, argnums=(0, 1))(x, w)
+  assert dx.dtype == dw.dtype == jnp.float32
+  # Reference: the same products with bf16-rounded inputs, in float64.
+  r = lambda a: np.asarray(a.astype(jnp.bfloat16), np.float64)
+  wk = r(w).T if transpose_w else r(w)  # [K, N]
+  np.testing.assert_allclose(dx, r(g) @ wk.T, rtol=1e-5, atol=1e-5)
+  dw_ref = r(x).T @ r(g)
+  np.testing.assert_allclose(dw, dw_ref.T if transpose_w else dw_ref, 1e-5)
+  # Every matmul of the backward pass takes bf16 operands (no f32 upcast).
+  jaxpr = jax.make_jaxpr(jax.grad(f, argnums=(0, 1)))(x, w)
+  inner = [
+      e
+      for eq in jaxpr.jaxpr.eqns
+      for e in _sub_eqns(eq)
+      if e.primitive.name == "dot_general"
+  ]
+  assert len(inner) == 3, inner
+  for e in inner:
+    assert all(v.aval.dtype == jnp.bfloat16 for v in e.invars), e
+
+
+def _sub_eqns(eqn):
+  yield eqn
+  for p in eqn.params.values():
+    for sub in p if isinstance(p, (list, tuple)) else [p]:
+      jx = getattr(sub, "jaxpr", sub)
+      for e in getattr(jx, "eqns", []):
+        yield from _sub_eqns(e)
+
+
+def test_bf16_compute_gradients_close_to_f32():
+  cfg, model, params = _model()
+  tokens = jax.random.randint(jax.random.key(6), (2, 8), 0, cfg.vocab_size)
+  bf = Transformer(ModelConfig(**{**PRESETS["test"], "dtype": "bfloat16"}))
+  loss = lambda m: lambda p: jnp.mean(
+      jax.nn.log_softmax(m.apply({"params": p}, tokens)[0])[..., 0]
+  )
+  ref = jax.grad(loss(model))(params)
+  got = jax.grad(loss(bf))(params)
+  for (path, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(ref)
+  ):
+    assert a.dtype == jnp.float32, path
+    scale = float(jnp.max(jnp.abs(b))) + 1e-6
+    assert float(jnp.max(jnp.abs(a - b))) < 0.05 * scale, path
 
 
 def test_every_param_has_logical_axes():

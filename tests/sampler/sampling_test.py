@@ -154,3 +154,27 @@ def test_prompt_too_long_for_context(params):
   cfg = sampling.SamplingConfig(max_new_tokens=40, greedy=True)
   with pytest.raises(ValueError, match="max_seq_len"):
     sampling.generate(params, CFG, [[1] * 40], cfg, jax.random.key(0))
+
+
+def test_bf16_compute_casts_matrices_once_and_samples(params):
+  """With bf16 compute, sampling runs on a bf16 copy of the matrices (cast
+  once per call, vectors kept) and greedy tokens match the model's own
+  bf16 forward pass; with float32 compute the params pass through as is."""
+  assert sampling.compute_params(params, CFG) is params
+  bf_cfg = ModelConfig(
+      **{**PRESETS["test"], "tie_embeddings": False, "dtype": "bfloat16"}
+  )
+  cast = sampling.compute_params(params, bf_cfg)
+  for a, b in zip(jax.tree.leaves(cast), jax.tree.leaves(params)):
+    assert a.dtype == (jnp.bfloat16 if b.ndim >= 2 else b.dtype)
+  scfg = sampling.SamplingConfig(
+      max_new_tokens=6, greedy=True, prompt_buckets=(8,)
+  )
+  out = sampling.generate(params, bf_cfg, PROMPTS[:2], scfg, jax.random.key(0))
+  # Reference: greedy by full forward passes on the cast params.
+  for row, prompt in enumerate(PROMPTS[:2]):
+    seq = list(prompt)
+    for _ in range(6):
+      logits = Transformer(bf_cfg).apply({"params": cast}, jnp.array([seq]))[0]
+      seq.append(int(jnp.argmax(logits[0, -1])))
+    np.testing.assert_array_equal(out.tokens[row], seq[len(prompt) :])
