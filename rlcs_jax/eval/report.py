@@ -11,6 +11,8 @@ Inputs (whichever exist):
                             RLMR and its baselines (`trainers/rlmr_eval.py`)
   grpo/results.json         the verifiable-reward GRPO job
   pipeline_timings.json     wall time per stage (`trainers/pipeline.py`)
+  sft/samples_<step>.txt    the SFT policy's sample continuations (the
+                            newest file's first few are quoted)
 
 `rlcs_table` and `rlmr_table` render the two papers' tables with the
 papers' headline numbers beside ours; `experiments/paper_tables.py` uses the
@@ -350,6 +352,37 @@ def timings_table(workdir: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+def samples_section(workdir: str, stage: str = "sft", n: int = 2) -> str:
+  """The first `n` prompt/continuation pairs of the stage's newest samples
+  file (`trainers/sft.py` writes one per eval), prompts shortened to their
+  last lines; "" when there is none."""
+  stage_dir = os.path.join(workdir, stage)
+  steps = []
+  for name in os.listdir(stage_dir) if os.path.isdir(stage_dir) else ():
+    stem = name.removeprefix("samples_").removesuffix(".txt")
+    if name.startswith("samples_") and stem.isdigit():
+      steps.append(int(stem))
+  if not steps:
+    return ""
+  path = os.path.join(stage_dir, f"samples_{max(steps)}.txt")
+  with open(path, encoding="utf-8") as f:
+    blocks = f.read().split("=== PROMPT\n")[1:]
+  lines = [
+      f"From `{stage}/samples_{max(steps)}.txt` (temperature 0.7):",
+      "",
+  ]
+  for block in blocks[:n]:
+    prompt, _, completion = block.partition("=== CONTINUATION\n")
+    tail = "\n".join(prompt.strip().splitlines()[-3:])
+    lines += [
+        "> " + tail.replace("\n", "\n> "),
+        "",
+        completion.strip(),
+        "",
+    ]
+  return "\n".join(lines)
+
+
 def write_report(workdir: str) -> str:
   """Writes WORKDIR/report.md (and plots/); returns its path."""
   rows = metrics_lib.read_metrics(workdir)
@@ -395,6 +428,9 @@ def write_report(workdir: str) -> str:
           f"{_pct(v.get('truncation_rate'))} |"
       )
     lines.append("")
+  samples = samples_section(workdir)
+  if samples:
+    lines += ["## Sample continuations (SFT policy)", "", samples]
   timings = timings_table(workdir)
   if timings:
     lines += ["## Wall time per stage", "", timings]

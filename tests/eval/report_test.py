@@ -141,3 +141,23 @@ def test_write_report_renders_tables_not_json(tmp_path):
   for png in ("rlmr_comparison.png", "genrm_agreement.png"):
     assert f"(plots/{png})" in text
     assert os.path.getsize(os.path.join(wd, "plots", png)) > 0
+
+
+def test_samples_section_quotes_newest_file(tmp_path):
+  wd = str(tmp_path)
+  assert report.samples_section(wd) == ""  # No SFT stage: no section.
+  os.makedirs(os.path.join(wd, "sft"))
+  for step, word in ((50, "old"), (300, "new")):
+    with open(os.path.join(wd, "sft", f"samples_{step}.txt"), "w") as f:
+      for i in range(3):
+        f.write(
+            f"=== PROMPT\nline a\nline b\nOutline {i}\n"
+            f"=== CONTINUATION\nMira {word} story {i}.\n\n"
+        )
+  text = report.samples_section(wd)
+  assert "sft/samples_300.txt" in text
+  assert "Mira new story 0." in text and "Mira new story 1." in text
+  assert "story 2" not in text and "old" not in text
+  assert "> line b\n> Outline 0" in text
+  with open(report.write_report(wd)) as f:
+    assert "## Sample continuations (SFT policy)" in f.read()
