@@ -114,12 +114,12 @@ QUICK = Settings(
 )
 
 
+_DTYPE_TAGS = {"bfloat16": "bf16"}
+
+
 def key(model: str, dtype: str) -> str:
   """A section's result key: the model name, suffixed unless float32."""
-  return model if dtype == "float32" else f"{model} {DTYPE_TAGS[dtype]}"
-
-
-DTYPE_TAGS = {"float32": "f32", "bfloat16": "bf16"}
+  return model if dtype == "float32" else f"{model} {_DTYPE_TAGS[dtype]}"
 
 
 def settings(quick: bool, models: Sequence[str] | None = None) -> Settings:

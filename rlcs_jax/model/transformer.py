@@ -30,7 +30,6 @@ it was given (the sampler's decode loop carries that view).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -86,9 +85,7 @@ def matmul(x_MK: Array, w: Array, dtype: Any, transpose_w: bool = False):
   weight gradient stays float32.
   """
   if jnp.dtype(dtype) == jnp.float32:
-    return _mm(
-        x_MK.astype(dtype), w.astype(dtype), (1, 1 if transpose_w else 0)
-    )
+    return _plain_matmul(x_MK, w, jnp.dtype(dtype), transpose_w)
   return _mixed_matmul(x_MK, w, jnp.dtype(dtype), transpose_w)
 
 
@@ -102,18 +99,20 @@ def _mm(a: Array, b: Array, contract: tuple[int, int]) -> Array:
   )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _mixed_matmul(x_MK, w, dtype, transpose_w):
+def _plain_matmul(x_MK, w, dtype, transpose_w):
   return _mm(x_MK.astype(dtype), w.astype(dtype), (1, 1 if transpose_w else 0))
+
+
+# The same forward, with the backward below.
+_mixed_matmul = jax.custom_vjp(_plain_matmul, nondiff_argnums=(2, 3))
 
 
 def _mixed_matmul_fwd(x_MK, w, dtype, transpose_w):
   xc, wc = x_MK.astype(dtype), w.astype(dtype)
-  out = _mm(xc, wc, (1, 1 if transpose_w else 0))
   # The residuals are the compute-dtype operands (half the bytes of f32),
   # plus empty arrays that carry the primal dtypes for the cotangents.
   dtypes = (jnp.zeros((0,), x_MK.dtype), jnp.zeros((0,), w.dtype))
-  return out, (xc, wc, dtypes)
+  return _plain_matmul(xc, wc, dtype, transpose_w), (xc, wc, dtypes)
 
 
 def _mixed_matmul_bwd(dtype, transpose_w, res, g_MN):

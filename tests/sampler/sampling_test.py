@@ -156,7 +156,7 @@ def test_prompt_too_long_for_context(params):
     sampling.generate(params, CFG, [[1] * 40], cfg, jax.random.key(0))
 
 
-def test_bf16_compute_casts_matrices_once_and_samples(params):
+def test_bf16_compute_casts_matrices_once_and_samples(params, monkeypatch):
   """With bf16 compute, sampling runs on a bf16 copy of the matrices (cast
   once per call, vectors kept) and greedy tokens match the model's own
   bf16 forward pass; with float32 compute the params pass through as is."""
