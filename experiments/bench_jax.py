@@ -220,9 +220,8 @@ def _train_step_fn(cfg: ModelConfig):
   )
 
 
-def _train_step_time(
-    cfg: ModelConfig, params, batch: int, seq: int, reps: int
-) -> dict:
+def train_step_runner(cfg: ModelConfig, params, batch: int, seq: int):
+  """A no-argument function running one SFT step on random B x L tokens."""
   tx, step = _train_step_fn(cfg)
   state = state_lib.TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -241,7 +240,13 @@ def _train_step_time(
     holder[0], metrics = step(holder[0], data)
     return float(metrics["loss"])  # Host transfer: waits for the step.
 
-  t = bs.timed(run, reps)
+  return run
+
+
+def _train_step_time(
+    cfg: ModelConfig, params, batch: int, seq: int, reps: int
+) -> dict:
+  t = bs.timed(train_step_runner(cfg, params, batch, seq), reps)
   flops = cfg.flops_per_token(seq) * batch * seq
   return {
       "step_s": t["median_s"],

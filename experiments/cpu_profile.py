@@ -1,6 +1,6 @@
 """The profiles behind the README's Performance notes (CPU).
 
-  python -m experiments.cpu_profile [--sections matmul,decode]
+  python -m experiments.cpu_profile [--sections matmul,decode,train]
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
@@ -11,12 +11,16 @@ matmul  GFLOP/s of the matmuls that bound decode and bf16 training, in JAX
 decode  a SmolLM2-shaped model (random weights) decoding B=16 x 64 tokens in
         float32: ms per token and the share of executed op time in each
         kind of XLA op, read from a `jax.profiler` trace.
+train   the same model's SFT step (B=8 x 256, forward + backward + AdamW) in
+        float32 and with bfloat16 compute: seconds per step and the same
+        op-time shares.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import glob
 import re
 import tempfile
@@ -28,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlcs_jax.model.config import PRESETS, ModelConfig
+from rlcs_jax.model import transformer
 from rlcs_jax.model.transformer import Transformer
 from rlcs_jax.sampler import sampling
 
@@ -56,15 +61,29 @@ def matmul() -> None:
     )
 
   m, d, v = 2048, 576, 49152
-  cases = [  # (name, fn, lhs shape/dtype, rhs shape/dtype, flops)
-      ("decode f32 [32,576]x[576,1536]", dot((1, 0)), (32, 576), (576, 1536)),
-      ("head dW bf16 g^T x (leading axis)", dot((0, 0)), (m, v), (m, d)),
-      ("head dW bf16 x^T g (pre-transposed)", dot((1, 0)), (d, m), (m, v)),
+  # dW = x^T g with x [m, d], g [m, v]: as one dot over the leading axis
+  # (XLA:CPU upcasts it to float32) and as the library computes it, through
+  # a materialised x^T (transformer._materialized_t).
+  cases = [  # (name, fn, lhs shape, rhs shape, dtype)
+      (
+          "decode f32 [32,576]x[576,1536]",
+          dot((1, 0)),
+          (32, 576),
+          (576, 1536),
+          f32,
+      ),
+      ("head dW bf16 x^T g (leading axis)", dot((0, 0)), (m, d), (m, v), bf16),
+      (
+          "head dW bf16 x^T g (materialised x^T)",
+          jax.jit(lambda a, b: dot((1, 0))(transformer._materialized_t(a), b)),  # pylint: disable=protected-access
+          (m, d),
+          (m, v),
+          bf16,
+      ),
   ]
-  for i, (name, fn, sa, sb) in enumerate(cases):
-    dt = f32 if i == 0 else bf16
+  for i, (name, fn, sa, sb, dt) in enumerate(cases):
     a, b = jnp.ones(sa, dt), jnp.ones(sb, dt)
-    flops = 2.0 * sa[0] * sa[1] * sb[1] if i != 1 else 2.0 * m * d * v
+    flops = 2.0 * sa[0] * sa[1] * sb[1]
     secs = _median_s(lambda: fn(a, b).block_until_ready())
     line = f"  {name:40s} jax {flops / secs / 1e9:7.0f} GFLOP/s"
     line += f" ({secs * 1e3:.1f} ms)"
@@ -73,10 +92,10 @@ def matmul() -> None:
 
       ta = torch.ones(*sa, dtype=getattr(torch, jnp.dtype(dt).name))
       tb = torch.ones(*sb, dtype=ta.dtype)
-      if i == 1:
-        tsecs = _median_s(lambda: ta.T @ tb)
-      else:
+      if i == 0:
         tsecs = _median_s(lambda: ta @ tb)
+      else:
+        tsecs = _median_s(lambda: ta.T @ tb)
       line += f"   torch {flops / tsecs / 1e9:7.0f} GFLOP/s"
     except ImportError:
       line += "   torch not installed"
@@ -85,11 +104,7 @@ def matmul() -> None:
 
 def decode(batch: int = 16, new: int = 64) -> None:
   cfg = ModelConfig(**PRESETS["smollm2_135m"])
-  params = jax.jit(
-      lambda: nn.meta.unbox(
-          Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
-      )["params"]
-  )()
+  params = _random_params(cfg)
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(3, cfg.vocab_size, (batch, 64)), jnp.int32)
   valid = jnp.ones(tokens.shape, bool)
@@ -113,9 +128,36 @@ def decode(batch: int = 16, new: int = 64) -> None:
 
   total, pre = _median_s(generate, 3), _median_s(prefill, 3)
   print(f"  B={batch} f32: {1e3 * (total - pre) / new:.1f} ms per token")
+  _op_time_breakdown(generate, "prefill + decode")
+
+
+def train(batch: int = 8, seq: int = 256) -> None:
+  """One SmolLM2-shaped SFT step (fwd + bwd + AdamW) in each compute dtype."""
+  from experiments import bench_jax  # pylint: disable=g-import-not-at-top
+
+  for dtype in ("float32", "bfloat16"):
+    cfg = dataclasses.replace(
+        ModelConfig(**PRESETS["smollm2_135m"]), dtype=dtype
+    )
+    run = bench_jax.train_step_runner(cfg, _random_params(cfg), batch, seq)
+    secs = _median_s(run, 3)
+    print(f"  B={batch} L={seq} {dtype}: {secs:.2f} s per step")
+    _op_time_breakdown(run, "one step")
+
+
+def _random_params(cfg: ModelConfig):
+  return jax.jit(
+      lambda: nn.meta.unbox(
+          Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+      )["params"]
+  )()
+
+
+def _op_time_breakdown(fn, what: str, top: int = 6) -> None:
+  """Share of executed op time per kind of XLA op, from a profiler trace."""
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
-    generate()
+    fn()
     jax.profiler.stop_trace()
     path = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0]
     data = jax.profiler.ProfileData.from_file(path)
@@ -128,18 +170,18 @@ def decode(batch: int = 16, new: int = 64) -> None:
         if "Eigen" in line.name or "XLA" in line.name:
           kinds[re.sub(r"[.\d]+$", "", ev.name)] += ev.duration_ns
   total_ns = sum(kinds.values())
-  print(f"  executed op time {total_ns / 1e9:.2f} s (prefill + decode):")
-  for kind, ns in kinds.most_common(6):
+  print(f"  executed op time {total_ns / 1e9:.2f} s ({what}):")
+  for kind, ns in kinds.most_common(top):
     print(f"    {100 * ns / total_ns:5.1f}%  {kind}")
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sections", default="matmul,decode")
+  parser.add_argument("--sections", default="matmul,decode,train")
   args = parser.parse_args()
   for section in args.sections.split(","):
     print(section.upper(), flush=True)
-    {"matmul": matmul, "decode": decode}[section]()
+    {"matmul": matmul, "decode": decode, "train": train}[section]()
 
 
 if __name__ == "__main__":

@@ -120,11 +120,39 @@ def _mixed_matmul_bwd(dtype, transpose_w, res, g_MN):
   g = g_MN.astype(dtype)
   if transpose_w:  # w is [N, K].
     dx = _mm(g, wc, (1, 0))  # [M, K]
-    dw = _mm(g, xc, (0, 0))  # [N, K]
   else:  # w is [K, N].
     dx = _mm(g, wc, (1, 1))  # [M, K]
+  if jax.default_backend() == "cpu":
+    # dW = x^T g contracts both operands' leading axis. XLA:CPU gives a
+    # bf16 dot to YNNPACK only when the lhs contracts its last axis and
+    # otherwise upcasts it to float32 (3-5x slower here), so x^T is
+    # materialised first; the [N, K] case transposes the float32 result
+    # rather than g, which is larger ([M, V] for the tied head).
+    dw = _mm(_materialized_t(xc), g, (1, 0))  # [K, N]
+    if transpose_w:
+      dw = _materialized_t(dw)
+  elif transpose_w:
+    dw = _mm(g, xc, (0, 0))  # [N, K]
+  else:
     dw = _mm(xc, g, (0, 0))  # [K, N]
   return dx.astype(x_dt.dtype), dw.astype(w_dt.dtype)
+
+
+def _materialized_t(x_AB: Array) -> Array:
+  """x.T as a row-major [B, A] array that XLA cannot fold into its consumer.
+
+  A plain transpose feeding a dot is folded into the dot's dimension
+  numbers (XLA:CPU also drops optimization barriers before that pass), so
+  the copy is made inside a while loop whose trip count XLA cannot prove:
+  (b | 1) - (b & ~1) is 1 for every bit pattern b of x's first element.
+  """
+  bits = jax.lax.bitcast_convert_type(
+      x_AB.reshape(-1)[0], jnp.dtype(f"uint{8 * x_AB.dtype.itemsize}")
+  ).astype(jnp.int32)
+  once = (bits | 1) - (bits & ~1)
+  return jax.lax.fori_loop(
+      0, once, lambda _, acc: x_AB.T, jnp.zeros_like(x_AB.T)
+  )
 
 
 _mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)

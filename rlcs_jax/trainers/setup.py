@@ -46,9 +46,31 @@ def rules(config: ml_collections.ConfigDict):
   return tuple(tuple(r) for r in config.sharding_rules)
 
 
-def data_files(
-    config: ml_collections.ConfigDict, workdir: str
-) -> dict[str, str]:
+class MissingSplitError(KeyError):
+  """A data split the job needs is not configured (message printed as is)."""
+
+  def __str__(self) -> str:
+    return str(self.args[0])
+
+
+class DataFiles(dict):
+  """Split name -> JSONL path; a split the run needs but lacks names the key.
+
+  With user JSONL only the splits set in `data.files` exist, and a job that
+  needs another one (e.g. `rlcs` without preference pairs) stops with the
+  config key to set instead of a bare KeyError.
+  """
+
+  def __missing__(self, split: str):
+    kind = SPLIT_KINDS.get(split, "?")
+    raise MissingSplitError(
+        f"this job needs data.files.{split} (a {kind!r} JSONL file, schema in "
+        f"the README), which is not set; the set splits are "
+        f"{sorted(self) or 'none'}"
+    )
+
+
+def data_files(config: ml_collections.ConfigDict, workdir: str) -> DataFiles:
   """Split name -> JSONL path (StoryWorld written once, or the user's)."""
   if config.data.source == "jsonl":
     files = {k: v for k, v in config.data.files.items() if v}
@@ -57,7 +79,7 @@ def data_files(
     for split, path in files.items():
       if not os.path.exists(path):
         raise FileNotFoundError(f"data.files.{split}: {path} does not exist")
-    return files
+    return DataFiles(files)
   if config.data.source != "storyworld":
     raise ValueError(
         f"data.source must be storyworld or jsonl, got "
@@ -77,7 +99,7 @@ def data_files(
     if have.get("spec") == want and all(
         os.path.exists(p) for p in have["files"].values()
     ):
-      return have["files"]
+      return DataFiles(have["files"])
   if jax.process_index() == 0:
     files = storyworld_splits.write_storyworld(out_dir, seed=seed, sizes=sizes)
     tmp = manifest + ".tmp"
@@ -86,7 +108,7 @@ def data_files(
     os.replace(tmp, manifest)
   sync("storyworld")
   with open(manifest) as f:
-    return json.load(f)["files"]
+    return DataFiles(json.load(f)["files"])
 
 
 def sync(name: str):

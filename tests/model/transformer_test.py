@@ -1,9 +1,12 @@
 """Transformer: causality, cached decode == full forward, padding invariance."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 import pytest
 
 from rlcs_jax.model.config import PRESETS, ModelConfig
@@ -118,6 +121,13 @@ def test_mixed_matmul_gradients(transpose_w):
   assert len(inner) == 3, inner
   for e in inner:
     assert all(v.aval.dtype == jnp.bfloat16 for v in e.invars), e
+  # ...and XLA:CPU keeps them bf16: a weight gradient written as a dot over
+  # the leading axis is upcast to float32 by the compiler.
+  hlo = jax.jit(jax.grad(f, argnums=(0, 1))).lower(x, w).compile().as_text()
+  types = dict(re.findall(r"(%[\w.\-]+) = (\w+)\[", hlo))
+  dots = re.findall(r"= \w+\[[^\]]*\]\S* dot\((%[\w.\-]+), (%[\w.\-]+)\)", hlo)
+  assert len(dots) == 2, hlo  # dx and dw (the forward product is unused).
+  assert all(types[a] == types[b] == "bf16" for a, b in dots), dots
 
 
 def _sub_eqns(eqn):

@@ -8,7 +8,8 @@ Already covered elsewhere (not repeated here):
   tests/main_test.py  unknown `--config.*` key (nearest keys named),
       checkpoint/config mismatch on resume (`model.d_model: checkpoint=...`).
 Added: the same failures through the real entry points (CLI, SFT trainer,
-GRPO trainer and its prompt limit, stage parameters).
+GRPO trainer and its prompt limit, stage parameters), and user JSONL that
+lacks a split the job needs.
 """
 
 import json
@@ -26,6 +27,7 @@ from rlcs_jax.data import pipeline
 from rlcs_jax.sampler import sampling
 from rlcs_jax.trainers import grpo
 from rlcs_jax.trainers import jobs
+from rlcs_jax.trainers import rlcs
 from rlcs_jax.trainers import setup
 from rlcs_jax.trainers import sft
 from rlcs_jax.trainers import state as state_lib
@@ -80,6 +82,19 @@ def run(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("bad"))
   r = jobs.prepare(grpo_tiny.get_config("test"), root)
   return r
+
+
+def test_user_jsonl_without_a_needed_split_names_the_config_key(run, tmp_path):
+  config = grpo_tiny.get_config("test")
+  config.data.source = "jsonl"
+  config.data.files.sft_train = run.files["sft_train"]
+  user_run = jobs.prepare(config, str(tmp_path))
+  with pytest.raises(
+      KeyError,
+      match=r"needs data\.files\.pairs_train \(a 'pairs' JSONL file.*"
+      r"set splits are \['sft_train'\]",
+  ):
+    rlcs.genrm_sft(user_run, None)
 
 
 def _records_with_long_prompt(run, kind, path):
