@@ -39,7 +39,6 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import tqdm
 
 from rlcs_jax import checkpoint as ckpt_lib
@@ -50,14 +49,14 @@ from rlcs_jax import sharding as shd
 from rlcs_jax.data import builders
 from rlcs_jax.data import pipeline
 from rlcs_jax.grpo import advantages as adv_lib
-from rlcs_jax.grpo import logprobs as logprobs_lib
 from rlcs_jax.grpo import losses as losses_lib
 from rlcs_jax.model.config import ModelConfig
-from rlcs_jax.model.transformer import Transformer, output_logits
 from rlcs_jax.sampler import sampling
 from rlcs_jax.sampler import text as text_sampler
 from rlcs_jax.tokenizer import Tokenizer
+from rlcs_jax.trainers import grpo_update
 from rlcs_jax.trainers import rewards as rewards_lib
+from rlcs_jax.trainers import rollouts
 from rlcs_jax.trainers import state as state_lib
 
 OVERLONG_MODES = ("none", "mask", "penalty")
@@ -126,172 +125,10 @@ class GRPOConfig:
     )
 
 
-# ----------------------------------------------------------------------------
-# Jitted pieces.
-
-_group_advantages = jax.jit(
-    adv_lib.group_advantages, static_argnames=("scale_by_std", "eps")
-)
-
-
-def completion_logprobs(
-    params,
-    model_cfg: ModelConfig,
-    tokens_BL: jax.Array,
-    valid_BL: jax.Array,
-    prompt_len: int,
-    temperature: float = 1.0,
-):
-  """Log-probs and entropies of the completion tokens [B, T] (float32).
-
-  Only the T completion positions go through the output head.
-  """
-  hidden, _ = Transformer(model_cfg).apply(
-      {"params": params},
-      tokens_BL[:, :-1],
-      valid_BL=valid_BL[:, :-1],
-      return_hidden=True,
-  )
-  hidden = hidden[:, prompt_len - 1 :]
-  logits = output_logits(params, model_cfg, hidden)
-  return logprobs_lib.token_logprobs_and_entropy(
-      logits, tokens_BL[:, prompt_len:], temperature=temperature
-  )
-
-
-def make_update_step(
-    model_cfg: ModelConfig,
-    tx: optax.GradientTransformation,
-    cfg: GRPOConfig,
-    prompt_len: int,
-    temperature: float,
-):
-  """step(state, batch) -> (state, metrics); micro-batches under scan."""
-  loss_cfg = cfg.loss
-
-  def loss_fn(params, b):
-    logp, entropy = completion_logprobs(
-        params, model_cfg, b["tokens"], b["valid"], prompt_len, temperature
-    )
-    # One update pass per rollout: the old policy is the current one, so its
-    # log-probs are this forward's, detached (ratio exactly 1, gradient
-    # unchanged), and the separate old-policy pass is skipped.
-    old_logp = b["old_logp"] if "old_logp" in b else jax.lax.stop_gradient(logp)
-    (s, c), m = losses_lib.grpo_loss(
-        logp,
-        old_logp,
-        b["adv"],
-        b["mask"],
-        loss_cfg,
-        ref_logp_BL=b.get("ref_logp"),
-        seq_weight_B=b["seq_weight"],
-        entropy_BL=entropy,
-    )
-    return s, (s, c, m)
-
-  grad_fn = jax.grad(loss_fn, has_aux=True)
-
-  def step(state: state_lib.TrainState, batch):
-    rows = batch["tokens"].shape[0]
-    mb = cfg.micro_batch or rows
-    n = rows // mb
-    micro = jax.tree.map(lambda x: x.reshape(n, mb, *x.shape[1:]), batch)
-
-    def body(carry, b):
-      grads, loss_sum, count, metrics = carry
-      g, (s, c, m) = grad_fn(state.params, b)
-      grads = jax.tree.map(jnp.add, grads, g)
-      metrics = losses_lib.combine([metrics, m])
-      return (grads, loss_sum + s, count + c, metrics), None
-
-    # First micro-batch outside the scan fixes the metrics' structure.
-    first = jax.tree.map(lambda x: x[0], micro)
-    g0, (s0, c0, m0) = grad_fn(state.params, first)
-    rest = jax.tree.map(lambda x: x[1:], micro)
-    (grads, loss_sum, count, metrics), _ = jax.lax.scan(
-        body, (g0, s0, c0, m0), rest
-    )
-    denom = jnp.maximum(count, 1).astype(jnp.float32)
-    grads = jax.tree.map(lambda g: g / denom, grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    out = losses_lib.finalize_all(metrics)
-    out["loss"] = loss_sum / denom
-    out["grad_norm"] = optax.global_norm(grads)
-    # Non-finite loss or gradients: keep the old state (the caller's
-    # SkipGuard counts the skip and saves the rollout).
-    finite = jnp.isfinite(out["loss"]) & jnp.isfinite(out["grad_norm"])
-    params = numerics.keep_if_finite(finite, params, state.params)
-    opt_state = numerics.keep_if_finite(finite, opt_state, state.opt_state)
-    out["skipped"] = (~finite).astype(jnp.float32)
-    return (
-        state.replace(step=state.step + 1, params=params, opt_state=opt_state),
-        out,
-    )
-
-  return step
-
-
-# ----------------------------------------------------------------------------
-# Prompt lengths.
-
-
-def max_prompt_tokens(
-    max_seq_len: int, max_new_tokens: int, buckets: Sequence[int]
-) -> int:
-  """Longest prompt the sampler accepts: its padded length (a bucket, or a
-  multiple of the largest bucket) plus `max_new_tokens` must fit the model."""
-  room = max_seq_len - max_new_tokens
-  top = buckets[-1]
-  fits = [b for b in buckets if b <= room]
-  if room >= top:
-    fits.append(room // top * top)
-  return max(fits, default=0)
-
-
 def _record_name(record: dict[str, Any]) -> str:
   if record.get("id"):
     return repr(record["id"])
   return f"key={record.get('key')!r}"  # IFEval records: `id` is optional.
-
-
-# ----------------------------------------------------------------------------
-# Rollouts.
-
-
-@dataclasses.dataclass
-class Rollout:
-  """One step's training batch on the host (B = P*R rows)."""
-
-  records: list[dict[str, Any]]  # Per row.
-  prompts: list[str]  # Per row.
-  completions: list[str]
-  tokens: np.ndarray  # [B, L] prompt (left padded) + completion
-  valid: np.ndarray  # [B, L]
-  mask: np.ndarray  # [B, T] completion tokens that count in the loss
-  lengths: np.ndarray  # [B]
-  truncated: np.ndarray  # [B]
-  rewards: np.ndarray  # [P, R] (NaN = excluded)
-  parts: dict[str, np.ndarray]
-  prompt_len: int
-  kept_groups: int
-  drawn_groups: int
-
-
-def build_sequences(
-    prompt_ids: Sequence[Sequence[int]],
-    comp_tokens,
-    lengths,
-    pad_id: int,
-    prompt_len: int,
-):
-  """Left-padded prompt + completion -> tokens [B, L], valid [B, L], mask."""
-  ptoks, pvalid = sampling.pad_prompts(prompt_ids, prompt_len, pad_id, "left")
-  t = comp_tokens.shape[1]
-  cmask = np.arange(t)[None, :] < np.asarray(lengths)[:, None]
-  tokens = np.concatenate([ptoks, np.where(cmask, comp_tokens, pad_id)], 1)
-  valid = np.concatenate([pvalid, cmask], 1)
-  return tokens.astype(np.int32), valid, cmask
 
 
 class GRPOTrainer:
@@ -352,7 +189,7 @@ class GRPOTrainer:
     self._logp_fns = {}
     # Named in errors about prompt records (`train` sets the data file).
     self.prompt_source = f"{stage} prompts"
-    self.max_prompt_len = max_prompt_tokens(
+    self.max_prompt_len = rollouts.max_prompt_tokens(
         model_cfg.max_seq_len,
         self.sampling_cfg.max_new_tokens,
         self.sampling_cfg.prompt_buckets,
@@ -363,7 +200,7 @@ class GRPOTrainer:
   def _update_fn(self, prompt_len: int):
     if prompt_len not in self._update_fns:
       self._update_fns[prompt_len] = jax.jit(
-          make_update_step(
+          grpo_update.make_update_step(
               self.model_cfg,
               self.tx,
               self.cfg,
@@ -379,7 +216,7 @@ class GRPOTrainer:
   def _logp_fn(self, prompt_len: int):
     if prompt_len not in self._logp_fns:
       self._logp_fns[prompt_len] = jax.jit(
-          lambda p, t, v: completion_logprobs(
+          lambda p, t, v: grpo_update.completion_logprobs(
               p, self.model_cfg, t, v, prompt_len, self.sampling_cfg.temperature
           )[0]
       )
@@ -470,7 +307,7 @@ class GRPOTrainer:
       total = np.where(out.truncated, np.nan, total)
     return out, batch, total.reshape(len(records), r), parts
 
-  def rollout(self, prompt_iter, step: int) -> Rollout:
+  def rollout(self, prompt_iter, step: int) -> rollouts.Rollout:
     """Samples a full batch of P groups (dynamic sampling: bounded redraws)."""
     p = self.cfg.num_prompts
     key = jax.random.fold_in(jax.random.key(self.config.seed + 1), step)
@@ -506,7 +343,7 @@ class GRPOTrainer:
       )
     return roll
 
-  def _assemble(self, kept, p, drawn) -> Rollout:
+  def _assemble(self, kept, p, drawn) -> rollouts.Rollout:
     r = self.cfg.num_generations
     groups = []  # (draw index, group index)
     for d, k in enumerate(kept):
@@ -525,14 +362,14 @@ class GRPOTrainer:
     comp = np.stack(pick(lambda k: k[0].tokens))
     lengths = np.array(pick(lambda k: k[0].lengths))
     truncated = np.array(pick(lambda k: k[0].truncated))
-    tokens, valid, mask = build_sequences(
+    tokens, valid, mask = rollouts.build_sequences(
         prompt_ids, comp, lengths, self.tokenizer.pad_id, prompt_len
     )
     rewards = np.array([kept[d][2][i] for d, i in groups], np.float32)
     if self.cfg.overlong == "mask":
       mask = mask & ~truncated[:, None]
     parts = {name: np.array(pick(lambda k: k[3][name])) for name in kept[0][3]}
-    return Rollout(
+    return rollouts.Rollout(
         records=pick(lambda k: k[1].records),
         prompts=pick(lambda k: k[1].prompts),
         completions=pick(lambda k: k[1].completions),
@@ -552,14 +389,14 @@ class GRPOTrainer:
 
   def train_step(
       self,
-      roll: Rollout,
+      roll: rollouts.Rollout,
       seq_weight: np.ndarray | None = None,
       advantages: np.ndarray | None = None,
   ):
     """Advantages, old/ref log-probs, then `num_iterations` updates."""
     timings = {}
     if advantages is None:
-      adv, adv_metrics = _group_advantages(
+      adv, adv_metrics = grpo_update.group_advantages(
           jnp.asarray(roll.rewards),
           scale_by_std=self.cfg.scale_by_std,
           eps=self.cfg.adv_eps,
@@ -611,43 +448,15 @@ class GRPOTrainer:
     return out, timings
 
 
-def rollout_arrays(roll: Rollout) -> dict[str, Any]:
-  """A rollout's host data, as saved for a skipped (non-finite) step."""
-  out = {
-      f.name: getattr(roll, f.name)
-      for f in dataclasses.fields(roll)
-      if f.name != "parts"
-  }
-  out.update({f"reward_{k}": v for k, v in roll.parts.items()})
-  return out
-
-
-def rollout_metrics(roll: Rollout, cfg: GRPOConfig) -> dict[str, float]:
-  r = roll.rewards
-  finite = r[np.isfinite(r)]
-  stds = np.nanstd(r, axis=1)
-  out = {
-      "reward_mean": float(finite.mean()) if finite.size else float("nan"),
-      "reward_std": float(finite.std()) if finite.size else float("nan"),
-      "zero_std_group_frac": float(np.mean(stds < 1e-8)),
-      "response_length": float(roll.lengths.mean()),
-      "truncation_rate": float(roll.truncated.mean()),
-      "kept_group_frac": roll.kept_groups / cfg.num_prompts,
-      "prompts_drawn": float(roll.drawn_groups),
-  }
-  out.update(rewards_lib.component_stats(roll.parts))
-  return out
-
-
 def train(
     trainer: GRPOTrainer,
     prompt_source,
     *,
     prompt_kind: str,
     stop: preemption.StopRequest | None = None,
-    on_step: Callable[[int, Rollout, dict], None] | None = None,
+    on_step: Callable[[int, rollouts.Rollout, dict], None] | None = None,
     shape_fn: (
-        Callable[[GRPOTrainer, Rollout], tuple[Any, Any, dict]] | None
+        Callable[[GRPOTrainer, rollouts.Rollout], tuple[Any, Any, dict]] | None
     ) = None,
 ) -> Any:
   """Runs (or resumes) the GRPO loop; returns the final policy params.
@@ -707,7 +516,7 @@ def train(
       )
       metrics.update(extra)
       done = step + 1
-      metrics.update(rollout_metrics(roll, g))
+      metrics.update(rollouts.rollout_metrics(roll, g))
       metrics.update(timings)
       metrics["time/generate_and_score"] = t1 - t0
       metrics["time/step"] = time.perf_counter() - t0
@@ -715,7 +524,7 @@ def train(
         on_step(done, roll, metrics)
       writer.write(done, metrics)
       # A skipped step saves its rollout; N skipped in a row stop the run.
-      guard.update(done, metrics, rollout_arrays(roll))
+      guard.update(done, metrics, rollouts.rollout_arrays(roll))
       metrics_lib.check_finite(done, metrics)
       bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}")
       preempt = stop is not None and stop.should_stop(done) and done < g.steps

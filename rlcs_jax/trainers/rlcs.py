@@ -31,6 +31,7 @@ from rlcs_jax.model.transformer import Transformer, output_logits
 from rlcs_jax.sampler import text as text_sampler
 from rlcs_jax.trainers import grpo
 from rlcs_jax.trainers import rewards as rewards_lib
+from rlcs_jax.trainers import rollouts
 from rlcs_jax.trainers import setup
 from rlcs_jax.trainers import sft
 
@@ -170,7 +171,7 @@ def make_shaping_fn(
       shaping_lib.apply_shaping, static_argnames=("cfg", "scale_by_std", "eps")
   )
 
-  def shape_fn(trainer: grpo.GRPOTrainer, roll: grpo.Rollout):
+  def shape_fn(trainer: grpo.GRPOTrainer, roll: rollouts.Rollout):
     p, r = roll.rewards.shape
     correct = roll.parts["correct"].reshape(p, r)
     format_ok = ~np.isnan(correct)

@@ -60,6 +60,7 @@ from rlcs_jax.trainers import reward_model
 from rlcs_jax.trainers import rewards as rewards_lib
 from rlcs_jax.trainers import rlcs
 from rlcs_jax.trainers import rlmr_eval
+from rlcs_jax.trainers import rollouts
 from rlcs_jax.trainers import setup
 from rlcs_jax.trainers import sft
 from rlcs_jax.verifiers import scoring
@@ -290,7 +291,7 @@ def constraint_metrics(
   return out
 
 
-def step_metrics(roll: grpo.Rollout, rc: RLMRConfig) -> dict[str, float]:
+def step_metrics(roll: rollouts.Rollout, rc: RLMRConfig) -> dict[str, float]:
   """Constraint pass rates and the mix's statistics of one rollout."""
   p, r = roll.rewards.shape
   w_PR = np.asarray(roll.parts["writing"], np.float32).reshape(p, r)

@@ -28,6 +28,7 @@ from rlcs_jax.sampler import sampling
 from rlcs_jax.trainers import grpo
 from rlcs_jax.trainers import jobs
 from rlcs_jax.trainers import rlcs
+from rlcs_jax.trainers import rollouts
 from rlcs_jax.trainers import setup
 from rlcs_jax.trainers import sft
 from rlcs_jax.trainers import state as state_lib
@@ -164,7 +165,7 @@ def test_grpo_prompt_longer_than_context_names_the_record(run, tmp_path):
 def test_grpo_prompt_limit_matches_the_sampler_buckets(
     max_seq_len, new, buckets
 ):
-  limit = grpo.max_prompt_tokens(max_seq_len, new, buckets)
+  limit = rollouts.max_prompt_tokens(max_seq_len, new, buckets)
   for n in range(1, max_seq_len + 1):
     fits = sampling.bucket_length(n, buckets) + new <= max_seq_len
     assert fits == (n <= limit), (n, limit)
