@@ -1,6 +1,16 @@
-"""Process settings for the test suite: 8 virtual CPU devices, float32."""
+"""Process settings for the test suite: 8 virtual CPU devices, float32.
 
+Compiled programs are cached on disk for the length of one pytest run (a
+fresh, empty directory each run, removed at exit), shared with the
+subprocesses the tests start: many tests compile the same tiny-model step
+(every `python -m rlcs_jax.main` run, each resumed or rerun trainer), and
+XLA compilation is most of their time on CPU.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must be set before jax initialises its backends.
 os.environ["XLA_FLAGS"] = (
@@ -9,3 +19,10 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="rlcs_jax_tests_xla_cache_")
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
