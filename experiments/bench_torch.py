@@ -9,6 +9,7 @@ process may run on), in float32, eager mode, default attention (SDPA).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 
@@ -93,7 +94,6 @@ def run_decode(hf_dir: str, st: bs.Settings) -> dict:
 def _train_step_time(
     torch, model, batch: int, seq: int, reps: int, dtype: str
 ) -> dict:
-  import contextlib  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
   model.train()

@@ -24,13 +24,13 @@ import dataclasses
 import glob
 import re
 import tempfile
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import bench_setup as bs
 from rlcs_jax.model.config import PRESETS, ModelConfig
 from rlcs_jax.model import transformer
 from rlcs_jax.model.transformer import Transformer
@@ -38,13 +38,7 @@ from rlcs_jax.sampler import sampling
 
 
 def _median_s(fn, reps: int = 5) -> float:
-  fn()
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return bs.timed(fn, reps)["median_s"]
 
 
 def matmul() -> None:
@@ -63,7 +57,7 @@ def matmul() -> None:
   m, d, v = 2048, 576, 49152
   # dW = x^T g with x [m, d], g [m, v]: as one dot over the leading axis
   # (XLA:CPU upcasts it to float32) and as the library computes it, through
-  # a materialised x^T (transformer._materialized_t).
+  # a materialised x^T (transformer._transposed).
   cases = [  # (name, fn, lhs shape, rhs shape, dtype)
       (
           "decode f32 [32,576]x[576,1536]",
@@ -75,7 +69,7 @@ def matmul() -> None:
       ("head dW bf16 x^T g (leading axis)", dot((0, 0)), (m, d), (m, v), bf16),
       (
           "head dW bf16 x^T g (materialised x^T)",
-          jax.jit(lambda a, b: dot((1, 0))(transformer._materialized_t(a), b)),  # pylint: disable=protected-access
+          jax.jit(lambda a, b: dot((1, 0))(transformer._transposed(a), b)),  # pylint: disable=protected-access
           (m, d),
           (m, v),
           bf16,

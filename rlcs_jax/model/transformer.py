@@ -122,30 +122,27 @@ def _mixed_matmul_bwd(dtype, transpose_w, res, g_MN):
     dx = _mm(g, wc, (1, 0))  # [M, K]
   else:  # w is [K, N].
     dx = _mm(g, wc, (1, 1))  # [M, K]
-  if jax.default_backend() == "cpu":
-    # dW = x^T g contracts both operands' leading axis. XLA:CPU gives a
-    # bf16 dot to YNNPACK only when the lhs contracts its last axis and
-    # otherwise upcasts it to float32 (3-5x slower here), so x^T is
-    # materialised first; the [N, K] case transposes the float32 result
-    # rather than g, which is larger ([M, V] for the tied head).
-    dw = _mm(_materialized_t(xc), g, (1, 0))  # [K, N]
-    if transpose_w:
-      dw = _materialized_t(dw)
-  elif transpose_w:
-    dw = _mm(g, xc, (0, 0))  # [N, K]
-  else:
-    dw = _mm(xc, g, (0, 0))  # [K, N]
+  dw = _mm(_transposed(xc), g, (1, 0))  # x^T g: [K, N]
+  if transpose_w:
+    # The float32 [K, N] result is transposed rather than g, which is
+    # larger ([M, V] for the tied head).
+    dw = _transposed(dw)
   return dx.astype(x_dt.dtype), dw.astype(w_dt.dtype)
 
 
-def _materialized_t(x_AB: Array) -> Array:
-  """x.T as a row-major [B, A] array that XLA cannot fold into its consumer.
+def _transposed(x_AB: Array) -> Array:
+  """x.T [B, A] as the left operand of a dot contracting its last axis.
 
-  A plain transpose feeding a dot is folded into the dot's dimension
-  numbers (XLA:CPU also drops optimization barriers before that pass), so
-  the copy is made inside a while loop whose trip count XLA cannot prove:
-  (b | 1) - (b & ~1) is 1 for every bit pattern b of x's first element.
+  On TPU/GPU this is a plain transpose, which XLA folds into the dot. On
+  CPU it is a real row-major copy: XLA:CPU gives a bf16 dot to YNNPACK only
+  when the lhs contracts its last axis and upcasts it to float32 otherwise
+  (3-5x slower here), and it folds a plain transpose back into the dot
+  (dropping optimization barriers before that pass). So the copy is made
+  inside a while loop whose trip count XLA cannot prove: (b | 1) - (b & ~1)
+  is 1 for every bit pattern b of x's first element.
   """
+  if jax.default_backend() != "cpu":
+    return x_AB.T
   bits = jax.lax.bitcast_convert_type(
       x_AB.reshape(-1)[0], jnp.dtype(f"uint{8 * x_AB.dtype.itemsize}")
   ).astype(jnp.int32)

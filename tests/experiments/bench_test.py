@@ -48,27 +48,29 @@ def test_quick_run_reports_every_section():
           "test bf16",
       ]
   )
+  keys = {
+      "train": (
+          "step_s",
+          "tokens_per_s",
+          "model_flops_per_s",
+          "matmul_flops_per_s",
+          "mfu_vs_matmul",
+          "peak_rss_mb",
+      ),
+      "grpo": (
+          "generate_s",
+          "reference_s",
+          "update_s",
+          "step_s",
+          "peak_rss_mb",
+      ),
+  }
   for name in ("test", "test bf16"):
-    train = result["train"][name]["ours"]
-    for key in (
-        "step_s",
-        "tokens_per_s",
-        "model_flops_per_s",
-        "matmul_flops_per_s",
-        "mfu_vs_matmul",
-        "peak_rss_mb",
-    ):
-      assert _positive(train[key]), (name, key, train)
-
+    for section, section_keys in keys.items():
+      ours = result[section][name]["ours"]
+      for key in section_keys:
+        assert _positive(ours[key]), (section, name, key, ours)
     grpo = result["grpo"][name]["ours"]
-    for key in (
-        "generate_s",
-        "reference_s",
-        "update_s",
-        "step_s",
-        "peak_rss_mb",
-    ):
-      assert _positive(grpo[key]), (name, key, grpo)
     assert grpo["reward_s"] >= 0 and math.isfinite(grpo["loss"])
 
   scaling = result["scaling"]

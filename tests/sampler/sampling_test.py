@@ -170,7 +170,15 @@ def test_bf16_compute_casts_matrices_once_and_samples(params, monkeypatch):
   scfg = sampling.SamplingConfig(
       max_new_tokens=6, greedy=True, prompt_buckets=(8,)
   )
+  casts = []
+  real_cast = sampling._cast_matrices  # pylint: disable=protected-access
+  monkeypatch.setattr(
+      sampling,
+      "_cast_matrices",
+      lambda p, dtype: casts.append(dtype) or real_cast(p, dtype),
+  )
   out = sampling.generate(params, bf_cfg, PROMPTS[:2], scfg, jax.random.key(0))
+  assert casts == [jnp.bfloat16]  # Once for the call, not per token.
   # Reference: one teacher-forced forward pass on the cast params predicts
   # every greedy token (argmax at each generated position).
   for row, prompt in enumerate(PROMPTS[:2]):
