@@ -19,10 +19,11 @@ Measures, in one run and on the same weights (our parameters exported with
 
 each with its peak RSS. Every (section, framework, model) runs in its own
 worker process (`--worker`), so peak RSS is per section and the frameworks'
-thread pools never compete. The output is a readable table followed by one
-JSON object on the last line (also written to `--out`). torch,
-transformers and trl are optional (`pip install -e .[bench]`): when missing,
-the baselines are reported as skipped and ours still run.
+thread pools never compete. The output is a readable table
+(`bench_table.py`) followed by one JSON object on the last line (also
+written to `--out`), whose `targets` are checked by `bench_targets.py`.
+torch, transformers and trl are optional (`pip install -e .[bench]`): when
+missing, the baselines are reported as skipped and ours still run.
 
 Timing: a first call (compile + run; reported as compile time), then several
 repetitions, median reported, each ending in `block_until_ready` or a host
@@ -49,75 +50,11 @@ import traceback
 from typing import Any, Sequence
 
 from experiments import bench_setup as bs
+from experiments import bench_table
+from experiments import bench_targets
 
 SECTIONS = ("decode", "train", "grpo", "scaling")
 _RESULT_PREFIX = "BENCH_RESULT "
-
-# Result keys of the full run's train and GRPO entries ("tiny", "tiny bf16",
-# ...): one per model and compute dtype.
-_TRAIN_KEYS = tuple(
-    bs.key(m, d) for d in bs.FULL.dtypes for m in bs.FULL.train_models
-)
-_GRPO_KEYS = tuple(
-    bs.key(m, d) for d in bs.FULL.dtypes for m in bs.FULL.grpo_models
-)
-
-# (target, path into the result, comparison, threshold): the issue's
-# targets, checked on the ratios of one run.
-TARGETS = (
-    (
-        "decode smollm2 b1 ours/HF",
-        ("decode", "smollm2", "ratio", "1"),
-        ">=",
-        1.5,
-    ),
-    (
-        "decode smollm2 b8 ours/HF",
-        ("decode", "smollm2", "ratio", "8"),
-        ">=",
-        3.0,
-    ),
-    (
-        "decode smollm2 b32 ours/HF",
-        ("decode", "smollm2", "ratio", "32"),
-        ">=",
-        3.0,
-    ),
-    ("decode tiny b1 ours/HF", ("decode", "tiny", "ratio", "1"), ">=", 5.0),
-    ("decode tiny b8 ours/HF", ("decode", "tiny", "ratio", "8"), ">=", 5.0),
-    ("decode tiny b32 ours/HF", ("decode", "tiny", "ratio", "32"), ">=", 5.0),
-    # Train and GRPO, float32 and bf16 (both sides in the same precision,
-    # see `Settings.dtypes`).
-    *(
-        (f"train {k} ours/torch", ("train", k, "ratio"), ">=", 1.0)
-        for k in _TRAIN_KEYS
-    ),
-    *(
-        (
-            f"train {k} MFU vs matmul",
-            ("train", k, "ours", "mfu_vs_matmul"),
-            ">=",
-            0.5,
-        )
-        for k in _TRAIN_KEYS
-    ),
-    *(
-        (f"grpo {k} ours/TRL", ("grpo", k, "ratio"), ">=", 3.0)
-        for k in _GRPO_KEYS
-    ),
-    (
-        "decode ms/token max/min tiny",
-        ("scaling", "decode", "tiny", "max_over_min"),
-        "<=",
-        1.2,
-    ),
-    (
-        "decode ms/token max/min smollm2",
-        ("scaling", "decode", "smollm2", "max_over_min"),
-        "<=",
-        1.2,
-    ),
-)
 
 
 # ----------------------------------------------------------------------------
@@ -444,187 +381,8 @@ def run(
   finally:
     if tmp is not None:
       tmp.cleanup()
-  result["targets"] = _targets(result)
+  result["targets"] = bench_targets.check(result)
   return result
-
-
-def _get(tree: Any, path: Sequence[str]) -> Any:
-  for key in path:
-    if not isinstance(tree, dict) or key not in tree:
-      return None
-    tree = tree[key]
-  return tree
-
-
-def _targets(result: dict) -> list[dict]:
-  out = []
-  for name, path, op, threshold in TARGETS:
-    value = _get(result, path)
-    if not isinstance(value, (int, float)):
-      continue
-    met = value >= threshold if op == ">=" else value <= threshold
-    out.append(
-        {
-            "target": name,
-            "value": value,
-            "threshold": f"{op} {threshold}",
-            "met": bool(met),
-        }
-    )
-  return out
-
-
-# ----------------------------------------------------------------------------
-# Table.
-
-
-def _fmt(x: Any, spec: str = ".1f") -> str:
-  if isinstance(x, (int, float)):
-    return format(x, spec)
-  return "-"
-
-
-def table(result: dict) -> str:
-  """A readable summary of `result`."""
-  lines = []
-  m = result["meta"]
-  lines.append(
-      f"rlcs_jax benchmark {m['date']}  {m['machine']['cpu']}, "
-      f"{m['machine']['cores']} cores  (CPU figures"
-      f"{', --quick' if m['quick'] else ''})"
-  )
-  for k, v in result["skipped"].items():
-    lines.append(f"  skipped {k}: {v.splitlines()[-1] if v else v}")
-  if "decode" in result:
-    lines.append(
-        "\nDECODE (greedy, float32; tokens/s incl. prefill; "
-        "compile excluded)"
-    )
-    lines.append(
-        f"  {'model':8s} {'B':>3s} {'ours tok/s':>11s} "
-        f"{'HF tok/s':>9s} {'ratio':>6s} {'ours prefill':>12s} "
-        f"{'HF prefill':>10s} {'compile':>8s} {'RSS MB o/h':>12s}"
-    )
-    for model, e in result["decode"].items():
-      o, h = e["ours"] or {}, e["hf"] or {}
-      if "error" in o:
-        lines.append(f"  {model:8s} ours error: {o['error'].splitlines()[-1]}")
-      if "error" in h:
-        lines.append(f"  {model:8s} HF error: {h['error'].splitlines()[-1]}")
-      for b, r in e["ratio"].items():
-        ob, hb = o.get(b) or {}, h.get(b) or {}
-        lines.append(
-            f"  {model:8s} {b:>3s} {_fmt(ob.get('tokens_per_s')):>11s} "
-            f"{_fmt(hb.get('tokens_per_s')):>9s} {_fmt(r, '.2f'):>6s} "
-            f"{_fmt(1e3 * ob['prefill_s'] if ob else None):>10s}ms "
-            f"{_fmt(1e3 * hb['prefill_s'] if hb else None):>8s}ms "
-            f"{_fmt(ob.get('compile_s')):>7s}s "
-            f"{_fmt(o.get('peak_rss_mb'), '.0f'):>5s}/"
-            f"{_fmt(h.get('peak_rss_mb'), '.0f'):<5s}"
-        )
-      if "greedy_prefix_agreement" in e:
-        lines.append(
-            f"  {model:8s} greedy tokens equal to HF's before the "
-            f"first divergence (median row): {e['greedy_prefix_agreement']:.2f}"
-        )
-  if "train" in result:
-    lines.append(
-        "\nTRAIN STEP (SFT fwd+bwd+AdamW; bf16 rows: bf16 matmul inputs, f32"
-        " accumulation and master weights / torch.autocast bf16)"
-    )
-    lines.append(
-        f"  {'model':12s} {'ours tok/s':>10s} {'torch tok/s':>11s} "
-        f"{'ratio':>6s} {'ours GFLOP/s':>12s} {'matmul':>7s} "
-        f"{'MFU':>5s} {'torch MFU':>9s} {'compile':>8s} "
-        f"{'RSS MB o/t':>12s}"
-    )
-    for model, e in result["train"].items():
-      o, t = e["ours"] or {}, e["torch"] or {}
-      for who, d in (("ours", o), ("torch", t)):
-        if "error" in d:
-          lines.append(
-              f"  {model:12s} {who} error: " f"{d['error'].splitlines()[-1]}"
-          )
-      lines.append(
-          f"  {model:12s} {_fmt(o.get('tokens_per_s'), '.0f'):>10s} "
-          f"{_fmt(t.get('tokens_per_s'), '.0f'):>11s} "
-          f"{_fmt(e['ratio'], '.2f'):>6s} "
-          f"{_fmt(o.get('model_flops_per_s', 0) / 1e9):>12s} "
-          f"{_fmt(o.get('matmul_flops_per_s', 0) / 1e9, '.0f'):>7s} "
-          f"{_fmt(o.get('mfu_vs_matmul'), '.2f'):>5s} "
-          f"{_fmt(t.get('mfu_vs_matmul'), '.2f'):>9s} "
-          f"{_fmt(o.get('compile_s')):>7s}s "
-          f"{_fmt(o.get('peak_rss_mb'), '.0f'):>5s}/"
-          f"{_fmt(t.get('peak_rss_mb'), '.0f'):<5s}"
-      )
-  if "grpo" in result:
-    lines.append(
-        "\nGRPO STEP (seconds; generate / reference / reward / update;"
-        " bf16 rows: ours bf16 compute, TRL bf16=True)"
-    )
-    for model, e in result["grpo"].items():
-      for who in ("ours", "trl"):
-        d = e.get(who)
-        if d is None:
-          continue
-        if "error" in d:
-          lines.append(
-              f"  {model:12s} {who:5s} error: " f"{d['error'].splitlines()[-1]}"
-          )
-          continue
-        lines.append(
-            f"  {model:12s} {who:5s} step {_fmt(d['step_s'], '.2f'):>6s}  "
-            f"gen {_fmt(d['generate_s'], '.2f')}  ref "
-            f"{_fmt(d['reference_s'], '.2f')}  reward "
-            f"{_fmt(d['reward_s'], '.3f')}  update "
-            f"{_fmt(d['update_s'], '.2f')}  other "
-            f"{_fmt(d.get('other_s'), '.2f')}  RSS "
-            f"{_fmt(d.get('peak_rss_mb'), '.0f')} MB"
-        )
-      lines.append(
-          f"  {model:12s} ratio (TRL step / ours) " f"{_fmt(e['ratio'], '.2f')}"
-      )
-  if "scaling" in result:
-    lines.append("\nSCALING (ours)")
-    for model, d in result["scaling"]["decode"].items():
-      if "error" in d:
-        lines.append(
-            f"  decode {model}: error " f"{d['error'].splitlines()[-1]}"
-        )
-        continue
-      cells = "  ".join(
-          f"T={k}: {v['ms_per_token']:.2f}"
-          for k, v in d.items()
-          if isinstance(v, dict)
-      )
-      lines.append(
-          f"  decode {model:8s} B={d['batch']} ms/token  {cells}  "
-          f"max/min {d['max_over_min']:.2f}  RSS "
-          f"{d['peak_rss_mb']:.0f} MB"
-      )
-    for model, d in result["scaling"]["train"].items():
-      if "error" in d:
-        lines.append(
-            f"  train {model}: error " f"{d['error'].splitlines()[-1]}"
-        )
-        continue
-      cells = "  ".join(
-          f"L={k}: {v['tokens_per_s']:.0f}"
-          for k, v in d.items()
-          if isinstance(v, dict)
-      )
-      lines.append(
-          f"  train  {model:8s} tokens/s  {cells}  RSS "
-          f"{d['peak_rss_mb']:.0f} MB"
-      )
-  if result.get("targets"):
-    lines.append("\nTARGETS")
-    for t in result["targets"]:
-      lines.append(
-          f"  {'MET ' if t['met'] else 'MISS'} {t['target']:34s} "
-          f"{t['value']:.2f} (target {t['threshold']})"
-      )
-  return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -671,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       workdir=args.workdir,
       log=lambda s: print(s, file=sys.stderr, flush=True),
   )
-  print(table(result))
+  print(bench_table.table(result))
   print(json.dumps(result))
   if args.out:
     with open(args.out, "w", encoding="utf-8") as f:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import bench_setup as bs
-from rlcs_jax.model import weights
+from rlcs_jax.model import hf_checkpoint
 from rlcs_jax.model.config import PRESETS, ModelConfig, dtype_of
 from rlcs_jax.model.transformer import Transformer
 from rlcs_jax.sampler import sampling
@@ -85,7 +85,7 @@ def _load_float32(name: str) -> tuple[ModelConfig, Any, Any]:
 def export(name: str, out_dir: str) -> dict:
   """Writes the model's weights as a Hugging Face checkpoint."""
   cfg, params, _ = load_model(name)
-  weights.save_hf_checkpoint(params, cfg, out_dir)
+  hf_checkpoint.save_hf_checkpoint(params, cfg, out_dir)
   return {
       "dir": out_dir,
       "num_params": cfg.num_params(),

@@ -6,8 +6,9 @@ Owns the "human" judgement of story quality. A `Rater` weighs the five
 gives, so its pairwise labels disagree with its own noise-free ranking on
 a fraction of pairs: the best agreement any judge can reach with these
 labels (the *ceiling*) is well below 100%. `DEFAULT_NOISE` puts the
-ceiling near 85% on StoryWorld preference pairs (`storyworld.
-sample_pair_levels`); `ceiling_agreement` measures it.
+ceiling near 85% on StoryWorld preference pairs
+(`storyworld_continuations.sample_pair_levels`); `ceiling_agreement`
+measures it.
 
 Training code must never import this module: only `storyworld_splits.py`
 (which writes the rater's labels into the data) and evaluation (which uses

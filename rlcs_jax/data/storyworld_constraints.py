@@ -45,6 +45,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from rlcs_jax.data import storyworld
+from rlcs_jax.data import storyworld_continuations as continuations
 from rlcs_jax.data import storyworld_lexicon as lex
 from rlcs_jax.data import storyworld_phrases as phr
 
@@ -283,7 +284,7 @@ class _Builder:
     self.kw = dict(zip(ids, kwargs))
     self.levels = levels
     self.names = [c["name"] for c in context["characters"]]
-    self.body = storyworld.plan_continuation(context, levels, rng)
+    self.body = continuations.plan_continuation(context, levels, rng)
     self.add_keywords()
 
   def add_keywords(self) -> None:
@@ -318,7 +319,9 @@ class _Builder:
     have = {it["text"] for it in self.body}
     fresh = [
         it
-        for it in storyworld.plan_continuation(self.ctx, self.levels, self.rng)
+        for it in continuations.plan_continuation(
+            self.ctx, self.levels, self.rng
+        )
         if it["kind"] in _FILLER_KINDS and it["text"] not in have
     ]
     if fresh:
@@ -408,7 +411,7 @@ def constrained_continuation(
     ValueError: if `satisfy` and the constraints cannot be met.
   """
   if not satisfy:
-    return storyworld.continuation(context, levels, rng)
+    return continuations.continuation(context, levels, rng)
   text = _Builder(context, instruction_ids, kwargs, levels, rng).build()
   if not all(check(text, instruction_ids, kwargs)):
     raise ValueError(f"constraint construction failed: {instruction_ids}")

@@ -1,8 +1,9 @@
 """The StoryWorld lexicon: what exists in the world and how it is named.
 
 Owns the world's entities, as tables shared by the generator
-(`storyworld.py`), the quality analysis (`quality.py`), the teacher
-(`teacher.py`) and the constraint prompts (`storyworld_constraints.py`):
+(`storyworld.py`, `storyworld_continuations.py`), the quality analysis
+(`quality.py`), the teacher (`teacher.py`) and the constraint prompts
+(`storyworld_constraints.py`):
 character names, traits with trait-consistent actions and dialogue lines,
 places, objects, times of day, outline actions with every verb form that
 realises them, and emotions with the words that express them. How sentences

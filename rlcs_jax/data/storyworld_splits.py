@@ -55,6 +55,7 @@ from rlcs_jax.data import quality
 from rlcs_jax.data import rater as rater_lib
 from rlcs_jax.data import storyworld
 from rlcs_jax.data import storyworld_constraints as constraints
+from rlcs_jax.data import storyworld_continuations as continuations
 from rlcs_jax.data import teacher as teacher_lib
 
 # Train splits come first so eval contexts are the ones checked against them.
@@ -101,10 +102,10 @@ def _sft(split, n, rng, contexts, env) -> Iterator[dict[str, Any]]:
   del env
   for i in range(n):
     context = contexts.draw(rng)
-    levels = storyworld.sample_levels(rng, *SFT_LEVELS)
+    levels = continuations.sample_levels(rng, *SFT_LEVELS)
     yield {
         **_base(split, i, context),
-        "response": storyworld.continuation(context, levels, rng),
+        "response": continuations.continuation(context, levels, rng),
     }
 
 
@@ -113,9 +114,9 @@ def _pairs(split, n, rng, contexts, env) -> Iterator[dict[str, Any]]:
   for i in range(n):
     context = contexts.draw(rng)
     while True:
-      levels_1, levels_2 = storyworld.sample_pair_levels(rng)
-      r1 = storyworld.continuation(context, levels_1, rng)
-      r2 = storyworld.continuation(context, levels_2, rng)
+      levels_1, levels_2 = continuations.sample_pair_levels(rng)
+      r1 = continuations.continuation(context, levels_1, rng)
+      r2 = continuations.continuation(context, levels_2, rng)
       if r1 != r2:
         break
     a1 = quality.analyze_detailed(context, r1)
@@ -137,10 +138,10 @@ def _contexts(split, n, rng, contexts, env) -> Iterator[dict[str, Any]]:
   del env
   for i in range(n):
     context = contexts.draw(rng)
-    levels = storyworld.sample_levels(rng, *REFERENCE_LEVELS)
+    levels = continuations.sample_levels(rng, *REFERENCE_LEVELS)
     yield {
         **_base(split, i, context),
-        "reference": storyworld.continuation(context, levels, rng),
+        "reference": continuations.continuation(context, levels, rng),
     }
 
 
@@ -148,7 +149,7 @@ def _satisfiable(context, rng) -> tuple[list[str], list[dict[str, Any]], str]:
   """Constraints plus one compliant answer (resampled until one exists)."""
   while True:
     ids, kwargs = constraints.sample_constraints(context, rng)
-    levels = storyworld.sample_levels(rng, *SFT_LEVELS)
+    levels = continuations.sample_levels(rng, *SFT_LEVELS)
     try:
       answer = constraints.constrained_continuation(
           context, ids, kwargs, levels, rng, satisfy=True
@@ -182,8 +183,8 @@ def _sft_constraints(split, n, rng, contexts, env) -> Iterator[dict[str, Any]]:
     context = contexts.draw(rng)
     ids, kwargs, answer = _satisfiable(context, rng)
     if rng.random() >= SATISFY_PROBABILITY:
-      levels = storyworld.sample_levels(rng, *SFT_LEVELS)
-      answer = storyworld.continuation(context, levels, rng)
+      levels = continuations.sample_levels(rng, *SFT_LEVELS)
+      answer = continuations.continuation(context, levels, rng)
     yield {
         **_ifeval(split, i, context, ids, kwargs),
         "response": answer,

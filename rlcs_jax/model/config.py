@@ -124,7 +124,7 @@ class ModelConfig:
     return 6.0 * n_matmul + attn
 
 
-# Shapes only: weights come from training or `model/weights.py`.
+# Shapes only: weights come from training or `model/pretrained.py`.
 PRESETS: dict[str, dict[str, Any]] = {
     # ~4.5M parameters; trains on StoryWorld in minutes on 2 CPU cores.
     "tiny": dict(

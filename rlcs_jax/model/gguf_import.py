@@ -181,7 +181,7 @@ def load_gguf(
     path: the .gguf file.
     param_dtype: dtype of the returned (dequantised) parameters.
     shardings, mesh, rules: where to place parameters, as in
-      `weights.load_hf_checkpoint`.
+      `hf_checkpoint.load_hf_checkpoint`.
     **overrides: other `ModelConfig` fields (dtype, cache_dtype, remat, ...).
 
   Returns:

@@ -234,12 +234,12 @@ def pretrained_params(
   """Initial weights from `config.init`, placed on their shardings; or None."""
   if not config.init.kind:
     return None
-  from rlcs_jax.model import weights  # Only when a checkpoint is used.
+  from rlcs_jax.model import pretrained  # Only when a checkpoint is used.
   from rlcs_jax.trainers import state as state_lib
 
   shardings = state_lib.param_shardings(model_cfg, mesh, rules(config))
   path = init_path(config)
-  loaded = weights.load_pretrained(
+  loaded = pretrained.load_pretrained(
       config.init.kind,
       path,
       param_dtype=model_cfg.param_dtype,

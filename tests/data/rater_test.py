@@ -7,6 +7,7 @@ import pytest
 from rlcs_jax.data import quality
 from rlcs_jax.data import rater as rater_lib
 from rlcs_jax.data import storyworld
+from rlcs_jax.data import storyworld_continuations as continuations
 from rlcs_jax.data import teacher as teacher_lib
 from rlcs_jax.genrm import verdict
 
@@ -17,12 +18,12 @@ def pairs():
   out = []
   for _ in range(300):
     ctx = storyworld.sample_context(rng)
-    levels_a, levels_b = storyworld.sample_pair_levels(rng)
+    levels_a, levels_b = continuations.sample_pair_levels(rng)
     out.append(
         (
             ctx,
-            storyworld.continuation(ctx, levels_a, rng),
-            storyworld.continuation(ctx, levels_b, rng),
+            continuations.continuation(ctx, levels_a, rng),
+            continuations.continuation(ctx, levels_b, rng),
         )
     )
   return out
@@ -95,7 +96,9 @@ def test_teacher_chain_format(pairs):
 def test_teacher_cites_concrete_evidence():
   rng = random.Random(4)
   ctx = storyworld.sample_context(rng)
-  good = storyworld.continuation(ctx, {d: 1.0 for d in quality.DIMENSIONS}, rng)
+  good = continuations.continuation(
+      ctx, {d: 1.0 for d in quality.DIMENSIONS}, rng
+  )
   skipped = ctx["outline"][-1]["text"].rstrip(".")
   bad = " ".join(e["text"] for e in ctx["outline"][:-1])
   chain, choice = teacher_lib.Teacher(0).judge(ctx, bad, good, rng)

@@ -14,6 +14,7 @@ from rlcs_jax.data import quality_matchers as matchers
 from rlcs_jax.data import rater as rater_lib
 from rlcs_jax.data import storyworld
 from rlcs_jax.data import storyworld_constraints as constraints
+from rlcs_jax.data import storyworld_continuations as continuations
 from rlcs_jax.data import storyworld_lexicon as lex
 from rlcs_jax.data import storyworld_phrases as phr
 from rlcs_jax.data import storyworld_splits as splits
@@ -123,7 +124,9 @@ def test_generator_is_deterministic():
   def sample(seed):
     rng = random.Random(seed)
     ctx = storyworld.sample_context(rng)
-    return ctx, storyworld.continuation(ctx, storyworld.sample_levels(rng), rng)
+    return ctx, continuations.continuation(
+        ctx, continuations.sample_levels(rng), rng
+    )
 
   assert sample(3) == sample(3)
   assert sample(3) != sample(4)
@@ -134,9 +137,9 @@ def test_continuation_lengths(level):
   rng = random.Random(1)
   for _ in range(60):
     ctx = storyworld.sample_context(rng)
-    sentences = storyworld.continuation_sentences(ctx, _flat(level), rng)
+    sentences = continuations.continuation_sentences(ctx, _flat(level), rng)
     assert 3 <= len(sentences) <= 8
-    assert len(" ".join(sentences).split()) <= storyworld.MAX_WORDS
+    assert len(" ".join(sentences).split()) <= continuations.MAX_WORDS
 
 
 # --------------------------------------------------------------- analysis
@@ -154,7 +157,7 @@ def test_analyze_recovers_latent_levels():
   for _ in range(300):
     ctx = storyworld.sample_context(rng)
     lv = {d: rng.random() for d in DIMS}
-    text = storyworld.continuation(ctx, lv, rng)
+    text = continuations.continuation(ctx, lv, rng)
     sc = quality.analyze(ctx, text)
     levels.append([lv[d] for d in DIMS])
     scores.append([sc[d] for d in DIMS])
@@ -170,8 +173,8 @@ def test_good_continuation_beats_bad_one():
   wins = 0
   for _ in range(40):
     ctx = storyworld.sample_context(rng)
-    good = quality.analyze(ctx, storyworld.continuation(ctx, _flat(1), rng))
-    bad = quality.analyze(ctx, storyworld.continuation(ctx, _flat(0), rng))
+    good = quality.analyze(ctx, continuations.continuation(ctx, _flat(1), rng))
+    bad = quality.analyze(ctx, continuations.continuation(ctx, _flat(0), rng))
     assert min(good.values()) >= 0.5
     wins += sum(good[d] > bad[d] for d in DIMS)
   assert wins >= 0.95 * 40 * len(DIMS)
@@ -219,7 +222,7 @@ def test_analyze_is_robust_and_low_on_bad_text(name):
 
 def test_analyze_never_raises_on_bad_inputs():
   ctx = storyworld.sample_context(random.Random(9))
-  good = storyworld.continuation(ctx, _flat(1), random.Random(0))
+  good = continuations.continuation(ctx, _flat(1), random.Random(0))
   for context, text in [
       (None, good),
       ({"characters": 5}, good),
@@ -238,10 +241,10 @@ def test_off_topic_and_copied_text_score_lower():
   for _ in range(10):
     ctx, other = storyworld.sample_context(rng), storyworld.sample_context(rng)
     own = judge.expected_score(
-        ctx, storyworld.continuation(ctx, _flat(0.5), rng)
+        ctx, continuations.continuation(ctx, _flat(0.5), rng)
     )
     off = judge.expected_score(
-        ctx, storyworld.continuation(other, _flat(1), rng)
+        ctx, continuations.continuation(other, _flat(1), rng)
     )
     copied = " ".join(e["text"] for e in ctx["outline"])
     assert off < own
@@ -255,7 +258,9 @@ def test_lowercase_comma_free_text_scores_the_same():
   rng = random.Random(12)
   for _ in range(20):
     ctx = storyworld.sample_context(rng)
-    text = storyworld.continuation(ctx, storyworld.sample_levels(rng), rng)
+    text = continuations.continuation(
+        ctx, continuations.sample_levels(rng), rng
+    )
     plain = text.lower().replace(",", "")
     assert quality.analyze(ctx, plain) == quality.analyze(ctx, text)
 
@@ -317,7 +322,7 @@ def test_constrained_continuation_satisfies_by_construction():
     seen.update(ids)
     try:
       text = constraints.constrained_continuation(
-          ctx, ids, kwargs, storyworld.sample_levels(rng), rng, satisfy=True
+          ctx, ids, kwargs, continuations.sample_levels(rng), rng, satisfy=True
       )
     except ValueError:
       continue  # The splits resample such constraint sets.

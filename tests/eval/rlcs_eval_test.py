@@ -7,6 +7,7 @@ import pytest
 
 from rlcs_jax.data import rater as rater_lib
 from rlcs_jax.data import storyworld
+from rlcs_jax.data import storyworld_continuations as continuations
 from rlcs_jax.eval import rlcs_eval
 
 # Hand-made pairs: the labelled winner is the longer story.
@@ -110,9 +111,9 @@ def story_pairs():
   out = []
   for i in range(40):
     ctx = storyworld.sample_context(rng)
-    la, lb = storyworld.sample_pair_levels(rng)
-    t1 = storyworld.continuation(ctx, la, rng)
-    t2 = storyworld.continuation(ctx, lb, rng)
+    la, lb = continuations.sample_pair_levels(rng)
+    t1 = continuations.continuation(ctx, la, rng)
+    t2 = continuations.continuation(ctx, lb, rng)
     e1, e2 = rater.expected_score(ctx, t1), rater.expected_score(ctx, t2)
     out.append((ctx, t1, t2, e1, e2))
   return out

@@ -11,6 +11,7 @@ import math
 
 from experiments import bench
 from experiments import bench_setup
+from experiments import bench_table
 
 
 def _positive(x):
@@ -85,7 +86,7 @@ def test_quick_run_reports_every_section():
 
   # Without baselines there are no ratios, so only our own targets appear.
   assert all("ours/" not in t["target"] for t in result["targets"])
-  text = bench.table(result)
+  text = bench_table.table(result)
   for heading in ("DECODE", "TRAIN STEP", "GRPO STEP", "SCALING"):
     assert heading in text
 

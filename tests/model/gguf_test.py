@@ -10,8 +10,8 @@ import pytest
 
 from rlcs_jax import bpe_tokenizer
 from rlcs_jax.model import gguf_import
+from rlcs_jax.model import pretrained
 from rlcs_jax.model import transformer
-from rlcs_jax.model import weights
 
 Q = gguf.GGMLQuantizationType
 
@@ -341,7 +341,7 @@ def test_load_pretrained_gguf(tmp_path):
   model = make_llama(True, vocab=261)
   path = str(tmp_path / "m.gguf")
   write_gguf(path, model, Q.Q8_0)
-  out = weights.load_pretrained("gguf", path, param_dtype="bfloat16")
+  out = pretrained.load_pretrained("gguf", path, param_dtype="bfloat16")
   assert out.params["layers_0"]["attn"]["q"].dtype == jnp.bfloat16
   assert out.tokenizer.format_prompt("hi") == (
       "<|im_start|>system\nYou are a test model<|im_end|>\n"

@@ -11,6 +11,8 @@ import pytest
 import safetensors
 import safetensors.numpy
 
+from rlcs_jax.model import hf_checkpoint
+from rlcs_jax.model import pretrained
 from rlcs_jax.model import transformer
 from rlcs_jax.model import weights
 from rlcs_jax.model.config import ModelConfig
@@ -107,7 +109,7 @@ def test_sharded_index_is_exercised(checkpoint):
 
 def test_config_mapping(checkpoint):
   kind, model, path = checkpoint
-  cfg, _ = weights.load_hf_checkpoint(path)
+  cfg, _ = hf_checkpoint.load_hf_checkpoint(path)
   assert (
       cfg.d_model,
       cfg.num_layers,
@@ -122,15 +124,15 @@ def test_config_mapping(checkpoint):
   assert cfg.tie_embeddings == model.config.tie_word_embeddings
   assert cfg.qkv_bias == (kind == "qwen2")
   assert cfg.qk_norm == (kind == "qwen3")
-  back = weights.hf_config_to_model_config(
-      weights.model_config_to_hf_config(cfg)
+  back = hf_checkpoint.hf_config_to_model_config(
+      hf_checkpoint.model_config_to_hf_config(cfg)
   )
   assert back == cfg
 
 
 def test_logits_match_hf_with_left_padding(checkpoint):
   _, model, path = checkpoint
-  cfg, params = weights.load_hf_checkpoint(path)
+  cfg, params = hf_checkpoint.load_hf_checkpoint(path)
   tokens, valid = padded_batch([12, 7, 3], 12)
   ours, _ = transformer.Transformer(cfg).apply(
       {"params": params}, jnp.asarray(tokens), valid_BL=jnp.asarray(valid)
@@ -169,7 +171,7 @@ def greedy_loop(params, cfg, tokens, valid, steps):
 
 def test_greedy_generation_matches_hf(checkpoint):
   _, model, path = checkpoint
-  cfg, params = weights.load_hf_checkpoint(path)
+  cfg, params = hf_checkpoint.load_hf_checkpoint(path)
   steps = 32
   tokens, valid = padded_batch([9, 4, 6], 9, seed=1)
   with torch.no_grad():
@@ -203,13 +205,13 @@ def test_greedy_generation_matches_hf(checkpoint):
 
 def test_round_trip_is_bit_exact(checkpoint, tmp_path):
   _, _, path = checkpoint
-  cfg, params = weights.load_hf_checkpoint(path)
-  files = weights.save_hf_checkpoint(
+  cfg, params = hf_checkpoint.load_hf_checkpoint(path)
+  files = hf_checkpoint.save_hf_checkpoint(
       params, cfg, str(tmp_path), max_shard_bytes=60_000
   )
   assert len(files) >= 3
   assert os.path.exists(tmp_path / "model.safetensors.index.json")
-  cfg2, params2 = weights.load_hf_checkpoint(str(tmp_path))
+  cfg2, params2 = hf_checkpoint.load_hf_checkpoint(str(tmp_path))
   assert cfg2 == cfg
   leaves = jax.tree_util.tree_leaves_with_path(params)
   leaves2 = dict(jax.tree_util.tree_leaves_with_path(params2))
@@ -224,12 +226,12 @@ def test_round_trip_is_bit_exact(checkpoint, tmp_path):
     assert exported[name].dtype == tensor.dtype
     assert np.array_equal(exported[name], tensor), name
   # Re-saving into the same directory as one shard leaves no stale shards.
-  weights.save_hf_checkpoint(params, cfg, str(tmp_path))
+  hf_checkpoint.save_hf_checkpoint(params, cfg, str(tmp_path))
   assert [p.name for p in tmp_path.glob("*.safetensors")] == [
       "model.safetensors"
   ]
   assert not (tmp_path / "model.safetensors.index.json").exists()
-  assert weights.load_hf_checkpoint(str(tmp_path))[0] == cfg
+  assert hf_checkpoint.load_hf_checkpoint(str(tmp_path))[0] == cfg
 
 
 def read_all(path):
@@ -242,8 +244,8 @@ def read_all(path):
 
 def test_export_loads_in_transformers(checkpoint, tmp_path):
   kind, model, path = checkpoint
-  cfg, params = weights.load_hf_checkpoint(path)
-  weights.save_hf_checkpoint(params, cfg, str(tmp_path))
+  cfg, params = hf_checkpoint.load_hf_checkpoint(path)
+  hf_checkpoint.save_hf_checkpoint(params, cfg, str(tmp_path))
   assert os.path.exists(tmp_path / "model.safetensors")  # One shard.
   reloaded = (
       getattr(transformers, _KINDS[kind][1])
@@ -259,9 +261,9 @@ def test_export_loads_in_transformers(checkpoint, tmp_path):
 def test_bfloat16_round_trip(tmp_path):
   model = make_hf_model("llama").to(torch.bfloat16)
   src = save_hf(model, str(tmp_path / "src"))
-  cfg, params = weights.load_hf_checkpoint(src, param_dtype="bfloat16")
+  cfg, params = hf_checkpoint.load_hf_checkpoint(src, param_dtype="bfloat16")
   assert params["layers_0"]["attn"]["q"].dtype == jnp.bfloat16
-  weights.save_hf_checkpoint(
+  hf_checkpoint.save_hf_checkpoint(
       params, cfg, str(tmp_path / "out"), max_shard_bytes=50_000
   )
   original, exported = read_all(src), read_all(str(tmp_path / "out"))
@@ -272,7 +274,7 @@ def test_bfloat16_round_trip(tmp_path):
         tensor.view(np.uint16), exported[name].view(np.uint16)
     ), name
   # bf16 on disk, float32 in memory: an exact upcast.
-  _, params32 = weights.load_hf_checkpoint(src)
+  _, params32 = hf_checkpoint.load_hf_checkpoint(src)
   np.testing.assert_array_equal(
       np.asarray(params32["embed"]["embedding"]),
       np.asarray(params["embed"]["embedding"]).astype(np.float32),
@@ -311,7 +313,7 @@ def test_missing_tensor_error(llama_path, tmp_path):
   )
   write_config(str(tmp_path), hf_cfg)
   with pytest.raises(ValueError, match=rf"missing tensors \['{name}'\]"):
-    weights.load_hf_checkpoint(str(tmp_path))
+    hf_checkpoint.load_hf_checkpoint(str(tmp_path))
 
 
 def test_unexpected_tensor_error(llama_path, tmp_path):
@@ -323,7 +325,7 @@ def test_unexpected_tensor_error(llama_path, tmp_path):
   )
   write_config(str(tmp_path), hf_cfg)
   with pytest.raises(ValueError, match=rf"unexpected tensors \['{name}'\]"):
-    weights.load_hf_checkpoint(str(tmp_path))
+    hf_checkpoint.load_hf_checkpoint(str(tmp_path))
 
 
 def test_shape_mismatch_error(llama_path, tmp_path):
@@ -337,7 +339,7 @@ def test_shape_mismatch_error(llama_path, tmp_path):
           r"\(128, 64\), expected \(96, 64\)"
       ),
   ):
-    weights.load_hf_checkpoint(str(tmp_path))
+    hf_checkpoint.load_hf_checkpoint(str(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -367,7 +369,7 @@ def test_unsupported_configs_rejected(llama_path, change, message):
     hf_cfg = json.load(f)
   hf_cfg.update(change)
   with pytest.raises(ValueError, match=message):
-    weights.hf_config_to_model_config(hf_cfg)
+    hf_checkpoint.hf_config_to_model_config(hf_cfg)
 
 
 def test_old_style_config_keys():
@@ -381,7 +383,7 @@ def test_old_style_config_keys():
       "rope_theta": 500000.0,
       "rope_scaling": None,
   }
-  cfg = weights.hf_config_to_model_config(hf_cfg, dtype="bfloat16")
+  cfg = hf_checkpoint.hf_config_to_model_config(hf_cfg, dtype="bfloat16")
   assert cfg.rope_theta == 500000.0
   assert cfg.num_kv_heads == 2 and cfg.head_dim == 4
   assert cfg.max_seq_len == 2048 and not cfg.tie_embeddings
@@ -413,8 +415,8 @@ def test_sharded_load(llama_path):
   mesh = jax.make_mesh(
       (2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3
   )
-  cfg, params = weights.load_hf_checkpoint(llama_path)
-  cfg_s, sharded = weights.load_hf_checkpoint(
+  cfg, params = hf_checkpoint.load_hf_checkpoint(llama_path)
+  cfg_s, sharded = hf_checkpoint.load_hf_checkpoint(
       llama_path, mesh=mesh, rules=RULES
   )
   assert cfg_s == cfg
@@ -435,7 +437,7 @@ def test_sharded_load(llama_path):
         np.asarray(leaf), np.asarray(_get(params, key))
     )
   # Explicit pytree (as a function of the config) gives the same placement.
-  _, explicit = weights.load_hf_checkpoint(
+  _, explicit = hf_checkpoint.load_hf_checkpoint(
       llama_path, shardings=lambda c: weights.param_shardings(c, mesh, RULES)
   )
   jax.tree.map(lambda a, b: assert_same_sharding(a, b), explicit, sharded)
@@ -466,9 +468,9 @@ def _get(tree, key_path):
 
 
 def test_load_pretrained_dispatch(llama_path):
-  out = weights.load_pretrained("hf", llama_path, param_dtype="bfloat16")
+  out = pretrained.load_pretrained("hf", llama_path, param_dtype="bfloat16")
   assert out.tokenizer is None
   assert out.config.param_dtype == "bfloat16"
   assert out.params["embed"]["embedding"].dtype == jnp.bfloat16
   with pytest.raises(ValueError, match="unknown pretrained kind 'onnx'"):
-    weights.load_pretrained("onnx", llama_path)
+    pretrained.load_pretrained("onnx", llama_path)

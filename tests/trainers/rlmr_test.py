@@ -13,7 +13,7 @@ from rlcs_jax import metrics as metrics_lib
 from rlcs_jax.data import jsonl
 from rlcs_jax.grpo import advantages as adv_lib
 from rlcs_jax.grpo import mixing
-from rlcs_jax.model import weights
+from rlcs_jax.model import hf_checkpoint
 from rlcs_jax.model.config import ModelConfig
 from rlcs_jax.trainers import jobs
 from rlcs_jax.trainers import rewards as rewards_lib
@@ -199,7 +199,7 @@ def _random_hf_checkpoint(config, path: str) -> None:
   params = jax.tree_util.tree_map_with_path(
       leaf, state_lib.abstract_params(cfg)
   )
-  weights.save_hf_checkpoint(params, cfg, path)
+  hf_checkpoint.save_hf_checkpoint(params, cfg, path)
 
 
 def _check_run(wd: str, eval_prompts: int) -> None:

@@ -1,0 +1,106 @@
+"""Benchmark targets: the thresholds one run's results are checked against.
+
+Owns `TARGETS` (decode ratios against HF `generate`, train ratios and MFU,
+GRPO speed-ups against TRL for every model and compute dtype of the full
+run, decode scaling) and `check`, which evaluates every target whose value
+a benchmark result holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from experiments import bench_setup as bs
+
+# Result keys of the full run's train and GRPO entries ("tiny", "tiny bf16",
+# ...): one per model and compute dtype.
+_TRAIN_KEYS = tuple(
+    bs.key(m, d) for d in bs.FULL.dtypes for m in bs.FULL.train_models
+)
+_GRPO_KEYS = tuple(
+    bs.key(m, d) for d in bs.FULL.dtypes for m in bs.FULL.grpo_models
+)
+
+# (target, path into the result, comparison, threshold): the issue's
+# targets, checked on the ratios of one run.
+TARGETS = (
+    (
+        "decode smollm2 b1 ours/HF",
+        ("decode", "smollm2", "ratio", "1"),
+        ">=",
+        1.5,
+    ),
+    (
+        "decode smollm2 b8 ours/HF",
+        ("decode", "smollm2", "ratio", "8"),
+        ">=",
+        3.0,
+    ),
+    (
+        "decode smollm2 b32 ours/HF",
+        ("decode", "smollm2", "ratio", "32"),
+        ">=",
+        3.0,
+    ),
+    ("decode tiny b1 ours/HF", ("decode", "tiny", "ratio", "1"), ">=", 5.0),
+    ("decode tiny b8 ours/HF", ("decode", "tiny", "ratio", "8"), ">=", 5.0),
+    ("decode tiny b32 ours/HF", ("decode", "tiny", "ratio", "32"), ">=", 5.0),
+    # Train and GRPO, float32 and bf16 (both sides in the same precision,
+    # see `Settings.dtypes`).
+    *(
+        (f"train {k} ours/torch", ("train", k, "ratio"), ">=", 1.0)
+        for k in _TRAIN_KEYS
+    ),
+    *(
+        (
+            f"train {k} MFU vs matmul",
+            ("train", k, "ours", "mfu_vs_matmul"),
+            ">=",
+            0.5,
+        )
+        for k in _TRAIN_KEYS
+    ),
+    *(
+        (f"grpo {k} ours/TRL", ("grpo", k, "ratio"), ">=", 3.0)
+        for k in _GRPO_KEYS
+    ),
+    (
+        "decode ms/token max/min tiny",
+        ("scaling", "decode", "tiny", "max_over_min"),
+        "<=",
+        1.2,
+    ),
+    (
+        "decode ms/token max/min smollm2",
+        ("scaling", "decode", "smollm2", "max_over_min"),
+        "<=",
+        1.2,
+    ),
+)
+
+
+def _get(tree: Any, path: Sequence[str]) -> Any:
+  for key in path:
+    if not isinstance(tree, dict) or key not in tree:
+      return None
+    tree = tree[key]
+  return tree
+
+
+def check(result: dict) -> list[dict]:
+  """Each target whose value `result` holds: its value and whether it is met."""
+  out = []
+  for name, path, op, threshold in TARGETS:
+    value = _get(result, path)
+    if not isinstance(value, (int, float)):
+      continue
+    met = value >= threshold if op == ">=" else value <= threshold
+    out.append(
+        {
+            "target": name,
+            "value": value,
+            "threshold": f"{op} {threshold}",
+            "met": bool(met),
+        }
+    )
+  return out
