@@ -27,7 +27,10 @@ missing, the baselines are reported as skipped and ours still run.
 
 Timing: a first call (compile + run; reported as compile time), then several
 repetitions, median reported, each ending in `block_until_ready` or a host
-transfer. torch gets as many threads as XLA's CPU client uses.
+transfer. torch gets as many threads as XLA's CPU client uses. Our workers
+call `host_memory.reuse_freed_memory()` first, as `rlcs_jax.main` does; the
+baselines' workers keep glibc's default malloc unless `--baseline-malloc
+reuse` gives them the same settings.
 
 The GRPO step drives the real trainer (`trainers/grpo.GRPOTrainer`:
 `rollout` then `train_step`) with TRL-aligned settings, fixed-length
@@ -52,6 +55,7 @@ from typing import Any, Sequence
 from experiments import bench_setup as bs
 from experiments import bench_table
 from experiments import bench_targets
+from rlcs_jax import host_memory
 
 SECTIONS = ("decode", "train", "grpo", "scaling")
 _RESULT_PREFIX = "BENCH_RESULT "
@@ -87,6 +91,8 @@ def _run_job(job: dict) -> dict:
 
 def _worker_main(job_json: str) -> int:
   job = json.loads(job_json)
+  if job["framework"] == "ours" or job.get("reuse_freed_memory"):
+    host_memory.reuse_freed_memory()  # As `rlcs_jax.main` does.
   try:
     result = _run_job(job)
   except Exception:  # pylint: disable=broad-except
@@ -213,6 +219,7 @@ def run(
     sections: Sequence[str] = SECTIONS,
     models: Sequence[str] | None = None,
     baselines: bool = True,
+    baseline_malloc: str = "default",
     in_process: bool = False,
     workdir: str | None = None,
     timeout: float = 3600.0,
@@ -226,6 +233,8 @@ def run(
     models: run every section on these models instead (see
       `bench_setup.settings`).
     baselines: also run HF / PyTorch / TRL (when installed).
+    baseline_malloc: "default" (glibc as it comes) or "reuse" (the baselines'
+      workers also call `host_memory.reuse_freed_memory()`, as ours do).
     in_process: run our jobs in this process (no per-section RSS; used by
       the unit test); baselines always run in workers.
     workdir: where exported checkpoints go (default: a temporary directory).
@@ -241,6 +250,10 @@ def run(
           "versions": _versions(),
           "settings": st.__dict__,
           "note": "CPU figures; see experiments/bench.py",
+          "malloc": {
+              "ours": "reuse_freed_memory (rlcs_jax/host_memory.py)",
+              "baselines": baseline_malloc,
+          },
       },
       "skipped": {},
   }
@@ -276,6 +289,7 @@ def run(
         quick=quick,
         models=models,
         hf_dir=hf_dirs[model],
+        reuse_freed_memory=baseline_malloc == "reuse",
         **extra,
     )
     log(f"[bench] baseline {section} {model}")
@@ -405,6 +419,13 @@ def main(argv: Sequence[str] | None = None) -> int:
       "--no-baselines", action="store_true", help="skip HF / PyTorch / TRL"
   )
   parser.add_argument(
+      "--baseline-malloc",
+      choices=("default", "reuse"),
+      default="default",
+      help="glibc malloc of the baselines' workers: as it comes, or with "
+      "the settings ours use (rlcs_jax/host_memory.py)",
+  )
+  parser.add_argument(
       "--in-process",
       action="store_true",
       help="run our jobs in this process (no per-section RSS)",
@@ -425,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       sections=sections,
       models=[m for m in args.models.split(",") if m] or None,
       baselines=not args.no_baselines,
+      baseline_malloc=args.baseline_malloc,
       in_process=args.in_process,
       workdir=args.workdir,
       log=lambda s: print(s, file=sys.stderr, flush=True),

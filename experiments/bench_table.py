@@ -25,6 +25,11 @@ def table(result: dict) -> str:
       f"{m['machine']['cores']} cores  (CPU figures"
       f"{', --quick' if m['quick'] else ''})"
   )
+  malloc = m.get("malloc")
+  if malloc:
+    lines.append(
+        f"  malloc: ours {malloc['ours']}; baselines {malloc['baselines']}"
+    )
   for k, v in result["skipped"].items():
     lines.append(f"  skipped {k}: {v.splitlines()[-1] if v else v}")
   if "decode" in result:

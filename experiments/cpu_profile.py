@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import bench_setup as bs
+from rlcs_jax import host_memory
 from rlcs_jax.model.config import PRESETS, ModelConfig
 from rlcs_jax.model import transformer
 from rlcs_jax.model.transformer import Transformer
@@ -170,6 +171,7 @@ def _op_time_breakdown(fn, what: str, top: int = 6) -> None:
 
 
 def main() -> None:
+  host_memory.reuse_freed_memory()  # As `rlcs_jax.main` does.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sections", default="matmul,decode,train")
   args = parser.parse_args()

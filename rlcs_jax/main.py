@@ -14,6 +14,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from rlcs_jax import host_memory
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/tiny.py[:arg].", lock_config=True
 )
@@ -98,6 +100,8 @@ def main(argv):
 
 
 def run():
+  # Before anything initialises JAX's backends; see host_memory.
+  host_memory.reuse_freed_memory()
   flags.mark_flags_as_required(["config", "workdir"])
   from rlcs_jax import config_keys
 
