@@ -25,7 +25,8 @@ written to `--out`), whose `targets` are checked by `bench_targets.py`.
 torch, transformers and trl are optional (`pip install -e .[bench]`): when
 missing, the baselines are reported as skipped and ours still run.
 
-Timing: a first call (compile + run; reported as compile time), then several
+Timing: a first call (compile + run; reported as compile time; train steps
+get one more warm-up call, see `bench_setup.TRAIN_WARMUP`), then several
 repetitions, median reported, each ending in `block_until_ready` or a host
 transfer. torch gets as many threads as XLA's CPU client uses. Our workers
 call `host_memory.reuse_freed_memory()` first, as `rlcs_jax.main` does; the

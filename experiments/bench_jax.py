@@ -246,7 +246,9 @@ def train_step_runner(cfg: ModelConfig, params, batch: int, seq: int):
 def _train_step_time(
     cfg: ModelConfig, params, batch: int, seq: int, reps: int
 ) -> dict:
-  t = bs.timed(train_step_runner(cfg, params, batch, seq), reps)
+  t = bs.timed(
+      train_step_runner(cfg, params, batch, seq), reps, bs.TRAIN_WARMUP
+  )
   flops = cfg.flops_per_token(seq) * batch * seq
   return {
       "step_s": t["median_s"],

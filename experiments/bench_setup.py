@@ -173,6 +173,12 @@ def code_reward(text: str) -> float:
   return len(set(words)) / len(words) + 0.01 * min(len(words), 50)
 
 
+# Train steps get a second warm-up call: the first compiles, and with
+# `host_memory.reuse_freed_memory()` the heap can still grow (fault in new
+# pages) on the first few steps until freed blocks fit the next requests.
+TRAIN_WARMUP = 2
+
+
 def timed(fn: Callable[[], Any], reps: int, warmup: int = 1) -> dict:
   """Runs `fn` warmup + reps times; fn must block until its work is done.
 

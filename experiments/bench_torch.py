@@ -125,7 +125,7 @@ def _train_step_time(
     opt.zero_grad(set_to_none=True)
     return loss.item()
 
-  t = bs.timed(step, reps)
+  t = bs.timed(step, reps, bs.TRAIN_WARMUP)
   return {"step_s": t["median_s"], "tokens_per_s": batch * seq / t["median_s"]}
 
 

@@ -12,8 +12,11 @@ decode  a SmolLM2-shaped model (random weights) decoding B=16 x 64 tokens in
         float32: ms per token and the share of executed op time in each
         kind of XLA op, read from a `jax.profiler` trace.
 train   the same model's SFT step (B=8 x 256, forward + backward + AdamW) in
-        float32 and with bfloat16 compute: seconds per step and the same
-        op-time shares.
+        float32 and with bfloat16 compute: seconds per step, the minor page
+        faults and kernel time of one step, and the same op-time shares.
+
+Like `rlcs_jax.main`, it first calls `host_memory.reuse_freed_memory()`;
+RLCS_JAX_MALLOC=default profiles with glibc's default malloc instead.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import collections
 import dataclasses
 import glob
 import re
+import resource
 import tempfile
 
 import flax.linen as nn
@@ -136,7 +140,14 @@ def train(batch: int = 8, seq: int = 256) -> None:
     )
     run = bench_jax.train_step_runner(cfg, _random_params(cfg), batch, seq)
     secs = _median_s(run, 3)
-    print(f"  B={batch} L={seq} {dtype}: {secs:.2f} s per step")
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    run()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        f"  B={batch} L={seq} {dtype}: {secs:.2f} s per step; one more step:"
+        f" {after.ru_minflt - before.ru_minflt} minor page faults,"
+        f" {after.ru_stime - before.ru_stime:.1f} s kernel time"
+    )
     _op_time_breakdown(run, "one step")
 
 
