@@ -140,7 +140,9 @@ if __name__ == "__main__":
   if _REPO not in sys.path:
     sys.path.insert(0, _REPO)  # Config files import `configs.common`.
   from rlcs_jax import config_keys  # pylint: disable=g-import-not-at-top
+  from rlcs_jax import host_memory  # pylint: disable=g-import-not-at-top
 
+  host_memory.reuse_freed_memory()  # As `rlcs_jax.main` does.
   if not any(a == "--config" or a.startswith("--config=") for a in sys.argv):
     sys.argv.insert(1, f"--config={DEFAULT_CONFIG}")
   try:
