@@ -16,6 +16,24 @@ def _fmt(x: Any, spec: str = ".1f") -> str:
   return "-"
 
 
+def _scaling_row(kind: str, model: str, d: dict) -> str:
+  """One model's decode (ms/token per T) or train (tokens/s per L) row."""
+  if "error" in d:
+    return f"  {kind} {model}: error {d['error'].splitlines()[-1]}"
+  points = {k: v for k, v in d.items() if isinstance(v, dict)}
+  if kind == "decode":
+    cells = "  ".join(
+        f"T={k}: {v['ms_per_token']:.2f}" for k, v in points.items()
+    )
+    what = f"B={d['batch']} ms/token  {cells}  max/min {d['max_over_min']:.2f}"
+  else:
+    cells = "  ".join(
+        f"L={k}: {v['tokens_per_s']:.0f}" for k, v in points.items()
+    )
+    what = f"tokens/s  {cells}"
+  return f"  {kind:6s} {model:8s} {what}  RSS {d['peak_rss_mb']:.0f} MB"
+
+
 def table(result: dict) -> str:
   """A readable summary of `result`."""
   lines = []
@@ -123,37 +141,9 @@ def table(result: dict) -> str:
       )
   if "scaling" in result:
     lines.append("\nSCALING (ours)")
-    for model, d in result["scaling"]["decode"].items():
-      if "error" in d:
-        lines.append(
-            f"  decode {model}: error " f"{d['error'].splitlines()[-1]}"
-        )
-        continue
-      cells = "  ".join(
-          f"T={k}: {v['ms_per_token']:.2f}"
-          for k, v in d.items()
-          if isinstance(v, dict)
-      )
-      lines.append(
-          f"  decode {model:8s} B={d['batch']} ms/token  {cells}  "
-          f"max/min {d['max_over_min']:.2f}  RSS "
-          f"{d['peak_rss_mb']:.0f} MB"
-      )
-    for model, d in result["scaling"]["train"].items():
-      if "error" in d:
-        lines.append(
-            f"  train {model}: error " f"{d['error'].splitlines()[-1]}"
-        )
-        continue
-      cells = "  ".join(
-          f"L={k}: {v['tokens_per_s']:.0f}"
-          for k, v in d.items()
-          if isinstance(v, dict)
-      )
-      lines.append(
-          f"  train  {model:8s} tokens/s  {cells}  RSS "
-          f"{d['peak_rss_mb']:.0f} MB"
-      )
+    for kind in ("decode", "train"):
+      for model, d in result["scaling"][kind].items():
+        lines.append(_scaling_row(kind, model, d))
   if result.get("targets"):
     lines.append("\nTARGETS")
     for t in result["targets"]:

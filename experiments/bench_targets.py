@@ -24,27 +24,17 @@ _GRPO_KEYS = tuple(
 # (target, path into the result, comparison, threshold): the issue's
 # targets, checked on the ratios of one run.
 TARGETS = (
-    (
-        "decode smollm2 b1 ours/HF",
-        ("decode", "smollm2", "ratio", "1"),
-        ">=",
-        1.5,
+    *(
+        (f"decode {m} b{b} ours/HF", ("decode", m, "ratio", b), ">=", t)
+        for m, b, t in (
+            ("smollm2", "1", 1.5),
+            ("smollm2", "8", 3.0),
+            ("smollm2", "32", 3.0),
+            ("tiny", "1", 5.0),
+            ("tiny", "8", 5.0),
+            ("tiny", "32", 5.0),
+        )
     ),
-    (
-        "decode smollm2 b8 ours/HF",
-        ("decode", "smollm2", "ratio", "8"),
-        ">=",
-        3.0,
-    ),
-    (
-        "decode smollm2 b32 ours/HF",
-        ("decode", "smollm2", "ratio", "32"),
-        ">=",
-        3.0,
-    ),
-    ("decode tiny b1 ours/HF", ("decode", "tiny", "ratio", "1"), ">=", 5.0),
-    ("decode tiny b8 ours/HF", ("decode", "tiny", "ratio", "8"), ">=", 5.0),
-    ("decode tiny b32 ours/HF", ("decode", "tiny", "ratio", "32"), ">=", 5.0),
     # Train and GRPO, float32 and bf16 (both sides in the same precision,
     # see `Settings.dtypes`).
     *(
@@ -64,17 +54,14 @@ TARGETS = (
         (f"grpo {k} ours/TRL", ("grpo", k, "ratio"), ">=", 3.0)
         for k in _GRPO_KEYS
     ),
-    (
-        "decode ms/token max/min tiny",
-        ("scaling", "decode", "tiny", "max_over_min"),
-        "<=",
-        1.2,
-    ),
-    (
-        "decode ms/token max/min smollm2",
-        ("scaling", "decode", "smollm2", "max_over_min"),
-        "<=",
-        1.2,
+    *(
+        (
+            f"decode ms/token max/min {m}",
+            ("scaling", "decode", m, "max_over_min"),
+            "<=",
+            1.2,
+        )
+        for m in ("tiny", "smollm2")
     ),
 )
 

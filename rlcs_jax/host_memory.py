@@ -6,8 +6,9 @@ on its worker threads, and frees them when the execution ends. glibc serves
 blocks that large with a fresh `mmap` every time (a worker thread's arena
 falls back to `mmap` for any block larger than its 64 MB heap, whatever
 M_MMAP_MAX says), so each step faults in and zeroes all of that memory
-again: ~1.6M minor page faults and ~6 s of kernel time in an 8.6 s bf16
-SmolLM2 step on a 2-core VM.
+again: 1.6M minor page faults and 5.3 s of kernel time in an 8.3 s bf16
+SmolLM2 step on a 2-core VM (`RLCS_JAX_MALLOC=default python -m
+experiments.cpu_profile --sections train`).
 
 `reuse_freed_memory()` sets, with `mallopt`,
   * M_ARENA_MAX = 1: threads allocate from the main heap,

@@ -33,27 +33,18 @@ _ARCHITECTURES = {
 }
 # Values transformers uses when a key is absent from config.json (its
 # save_pretrained may drop keys that equal the class defaults).
+_COMMON_HF_DEFAULTS = dict(
+    rms_norm_eps=1e-6, rope_theta=10_000.0, tie_word_embeddings=False
+)
 _HF_DEFAULTS = {
     "llama": dict(
-        rms_norm_eps=1e-6,
-        rope_theta=10_000.0,
-        tie_word_embeddings=False,
-        max_position_embeddings=2048,
-        head_dim=None,
+        _COMMON_HF_DEFAULTS, max_position_embeddings=2048, head_dim=None
     ),
     "qwen2": dict(
-        rms_norm_eps=1e-6,
-        rope_theta=10_000.0,
-        tie_word_embeddings=False,
-        max_position_embeddings=32768,
-        head_dim=None,
+        _COMMON_HF_DEFAULTS, max_position_embeddings=32768, head_dim=None
     ),
     "qwen3": dict(
-        rms_norm_eps=1e-6,
-        rope_theta=10_000.0,
-        tie_word_embeddings=False,
-        max_position_embeddings=32768,
-        head_dim=128,
+        _COMMON_HF_DEFAULTS, max_position_embeddings=32768, head_dim=128
     ),
 }
 _INDEX_FILE = "model.safetensors.index.json"
