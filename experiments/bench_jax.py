@@ -126,7 +126,6 @@ def _generate_fn(params, cfg: ModelConfig, batch: int, prompt: int, new: int):
   )
 
   def generate():
-    # A fresh key per call: the decode loop donates its state, key included.
     return jax.block_until_ready(
         sampling.generate_arrays(
             params, tokens, valid, jax.random.key(0), model_cfg=cfg, cfg=scfg
@@ -135,9 +134,7 @@ def _generate_fn(params, cfg: ModelConfig, batch: int, prompt: int, new: int):
 
   def prefill():
     return jax.block_until_ready(
-        sampling.prefill(
-            params, tokens, valid, model_cfg=cfg, cache_len=prompt + new
-        )
+        sampling.prefill(params, tokens, valid, model_cfg=cfg)
     )
 
   return generate, prefill

@@ -120,9 +120,7 @@ def decode(batch: int = 16, new: int = 64) -> None:
 
   def prefill():
     jax.block_until_ready(
-        sampling.prefill(
-            params, tokens, valid, model_cfg=cfg, cache_len=64 + new
-        )
+        sampling.prefill(params, tokens, valid, model_cfg=cfg)
     )
 
   total, pre = _median_s(generate, 3), _median_s(prefill, 3)

@@ -22,10 +22,10 @@ Parameter tree (names are the contract with `model/weights.py`):
   final_norm/scale [D]
   lm_head/kernel [D, V]                                        (untied only)
 
-Cache: {"layers": ({"k": [B,S,K,H], "v": [B,S,K,H]}, ...),
+Cache: {"layers": ({"k": [B,K,H,S], "v": [B,K,S,H]}, ...),
         "valid": [B,S] bool, "end": int32 scalar (next slot to write)}.
-The model also accepts k/v viewed as [B,S,K*H] and returns them in the shape
-it was given (the sampler's decode loop carries that view).
+(`CACHE_LAYOUT`: attention over the cache is then two batched matmuls that
+read it where it lies.)
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlcs_jax.model.config import ModelConfig, dtype_of
 
@@ -43,6 +44,13 @@ Array = jax.Array
 Cache = dict[str, Any]
 
 _NEG_INF = -1e30  # Finite, so rows with no visible key give no NaN.
+
+# Axes of the cached keys and values (b batch, k kv head, s slot, h head
+# dim). Keys are stored transposed so that both attention products over the
+# cache are plain batched matmuls: scores = q @ k[h, s], out = p @ v[s, h].
+# As [s, h], the scores' matmul read keys transposed and took twice as long.
+CACHE_LAYOUT = {"k": "bkhs", "v": "bksh"}
+CACHE_SLOT_AXIS = {n: a.index("s") for n, a in CACHE_LAYOUT.items()}
 
 
 def _param(module, name, init, names, shape, dtype):
@@ -198,7 +206,6 @@ class Attention(nn.Module):
   """Grouped-query attention reading and writing an explicit KV cache."""
 
   cfg: ModelConfig
-  window: int | None = None  # Attend to the cache's first `window` slots.
 
   @nn.compact
   def __call__(
@@ -241,46 +248,49 @@ class Attention(nn.Module):
     kk = apply_rope(kk, positions_BL, cfg.rope_theta)
 
     b, l = x_BLD.shape[:2]
+    causal_LL = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]
+    new_mask_BLL = causal_LL[None] & valid_BL[:, None, :]
     if layer_cache is None:
-      causal_LL = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]
-      out = _attention(q, kk, v, causal_LL[None] & valid_BL[:, None, :], cd)
+      out = _attention(q, [(kk, v, new_mask_BLL, False)], cd)
       new_cache = None
     else:
-      cdt = layer_cache["k"].dtype
-      stored = layer_cache["k"].shape
-      slots = stored[1]
-      # Work on [B, S, K*H] views (the sampler's decode loop carries them
-      # like that, so there these reshapes vanish). A reshape between the
-      # in-place update and its readers made XLA:CPU duplicate the update
-      # and copy the whole cache, in every layer for every token.
-      new_cache = {
-          name: jax.lax.dynamic_update_slice(
-              layer_cache[name].reshape(b, slots, k * h),
-              new.reshape(b, l, k * h).astype(cdt),
-              (0, cache_end, 0),
-          )
-          for name, new in (("k", kk), ("v", v))
-      }
-      # Slot s is visible to new token i (at slot end + i) when s <= end + i
-      # and the slot holds a valid token. Slots past the window are empty by
-      # the caller's guarantee (end + L <= window) and are not read.
-      seen = min(slots, self.window or slots)
-      q_slot = cache_end + jnp.arange(l)
-      mask_BLS = (jnp.arange(seen)[None, None, :] <= q_slot[None, :, None]) & (
-          cache_valid[:, None, :seen]
+      # The new tokens attend to the cache as it was and to themselves;
+      # then they are written into it in place. The cache is read whole: a
+      # slice of it (a window of the filled slots) was copied before every
+      # read, which cost more than reading all of it (the sampler grows the
+      # cache instead).
+      slots = layer_cache["v"].shape[CACHE_SLOT_AXIS["v"]]
+      old_mask_BLS = jnp.broadcast_to(
+          ((jnp.arange(slots) < cache_end)[None, :] & cache_valid)[:, None],
+          (b, l, slots),
       )
-      keys, values = (new_cache[n][:, :seen] for n in ("k", "v"))
-      if l == 1:
-        out = _decode_attention(q, keys, values, mask_BLS)
-      else:
-        out = _attention(
-            q,
-            keys.reshape(b, seen, k, h),
-            values.reshape(b, seen, k, h),
-            mask_BLS,
-            cd,
+      # float32, as the cache by default: a decoded token would otherwise
+      # convert the whole cache, and XLA:CPU has no kernel for this batched
+      # bf16 x bf16 -> f32 dot.
+      out = _attention(
+          q,
+          [
+              (layer_cache["k"], layer_cache["v"], old_mask_BLS, True),
+              (kk, v, new_mask_BLL, False),
+          ],
+          jnp.float32,
+      )
+      # The write must wait for that read. XLA:CPU's copy insertion cannot
+      # order an in-place update after an independent read of the same
+      # buffer, so it copied both caches twice per layer for every decoded
+      # token. `x > inf` never holds (NaN included) but is not folded: the
+      # write position depends on the attention output, as a data edge.
+      at = cache_end + (out[0, 0, 0, 0] > jnp.inf).astype(cache_end.dtype)
+      new_cache = {}
+      for name, new_BLKH in (("k", kk), ("v", v)):
+        new = jnp.einsum(
+            f"blkh->{CACHE_LAYOUT[name].replace('s', 'l')}", new_BLKH
         )
-      new_cache = {name: c.reshape(stored) for name, c in new_cache.items()}
+        start = [0, 0, 0, 0]
+        start[CACHE_SLOT_AXIS[name]] = at
+        new_cache[name] = jax.lax.dynamic_update_slice(
+            layer_cache[name], new.astype(layer_cache[name].dtype), start
+        )
     out = _constrain(
         out,
         (
@@ -297,37 +307,43 @@ class Attention(nn.Module):
     return out, new_cache
 
 
-def _attention(q_BLNH, keys_BSKH, values_BSKH, mask_BLS, dtype):
-  """Grouped-query attention of L queries over S keys (float32 softmax)."""
-  b, l, n, h = q_BLNH.shape
-  k = keys_BSKH.shape[2]
-  q = q_BLNH.reshape(b, l, k, n // k, h)
-  logits = _dot("blkgh,bskh->bkgls", q, keys_BSKH, dtype) * (h**-0.5)
-  logits = jnp.where(mask_BLS[:, None, None], logits, _NEG_INF)
-  probs = jax.nn.softmax(logits, axis=-1)
-  out = _dot("bkgls,bskh->blkgh", probs, values_BSKH, dtype)
-  return out.reshape(b, l, n, h)
+def _attention(q_BLNH, segments, dtype):
+  """Grouped-query attention of L queries over segments of keys.
 
-
-def _decode_attention(q_B1NH, keys_BSC, values_BSC, mask_B1S):
-  """Attention of one new token per row over a cache viewed as [B, S, K*H].
-
-  Written as dots with (B, K) as batch dimensions (`_attention`), XLA:CPU
-  transposed both caches in every layer for every decoded token, moving
-  O(S) bytes per token for nothing. As multiply-and-reduce passes the cache
-  is read once, in place, in float32.
+  Each segment is (keys, values, mask_BLS, cached): keys and values
+  [B, S, K, H], or in the cache's layout (`CACHE_LAYOUT`) when cached, and
+  which of its S keys each query sees. One softmax (float32) spans all
+  segments' keys.
   """
-  b, _, n, h = q_B1NH.shape
-  s, c = keys_BSC.shape[1:]
-  k = c // h
-  q = q_B1NH.reshape(b, 1, k, n // k, h).astype(jnp.float32) * h**-0.5
-  keys = keys_BSC.reshape(b, s, k, 1, h).astype(jnp.float32)
-  scores = jnp.sum(q * keys, axis=-1)  # [B, S, K, G]
-  scores = jnp.where(mask_B1S[:, 0, :, None, None], scores, _NEG_INF)
-  probs = jax.nn.softmax(scores, axis=1)
-  values = values_BSC.reshape(b, s, k, 1, h).astype(jnp.float32)
-  out = jnp.sum(probs[..., None] * values, axis=1)  # [B, K, G, H]
-  return out.reshape(b, 1, n, h)
+  b, l, n, h = q_BLNH.shape
+  k = segments[0][0].shape[1 if segments[0][3] else 2]
+  g = n // k
+  q = q_BLNH.reshape(b, l, k, g, h)
+  # Cached segments contract [B, K, G*L, .] queries with the cache as plain
+  # batched matmuls (each contracting the left operand's last axis and the
+  # right one's first non-batch axis), the form XLA:CPU hands to YNNPACK
+  # without transposing the cache.
+  q_BKMH = q.transpose(0, 2, 3, 1, 4).reshape(b, k, g * l, h)
+  kl, vl = CACHE_LAYOUT["k"], CACHE_LAYOUT["v"]
+  logits = []
+  for keys, _, mask_BLS, cached in segments:
+    if cached:
+      x = _dot(f"bkmh,{kl}->bkms", q_BKMH, keys, dtype).reshape(b, k, g, l, -1)
+    else:
+      x = _dot("blkgh,bskh->bkgls", q, keys, dtype)
+    logits.append(jnp.where(mask_BLS[:, None, None], x * h**-0.5, _NEG_INF))
+  probs = jax.nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1)
+  splits = np.cumsum([x.shape[-1] for x in logits])[:-1]
+  outs = []
+  for p, (_, values, _, cached) in zip(
+      jnp.split(probs, splits, axis=-1), segments
+  ):
+    if cached:
+      y = _dot(f"bkms,{vl}->bkmh", p.reshape(b, k, g * l, -1), values, dtype)
+      outs.append(y.reshape(b, k, g, l, h).transpose(0, 3, 1, 2, 4))
+    else:
+      outs.append(_dot("bkgls,bskh->blkgh", p, values, dtype))
+  return sum(outs[1:], outs[0]).reshape(b, l, n, h)
 
 
 class MLP(nn.Module):
@@ -377,7 +393,6 @@ class Block(nn.Module):
   """Pre-norm transformer block."""
 
   cfg: ModelConfig
-  window: int | None = None
 
   @nn.compact
   def __call__(
@@ -385,7 +400,7 @@ class Block(nn.Module):
   ):
     cfg = self.cfg
     pd = dtype_of(cfg.param_dtype)
-    attn_out, new_cache = Attention(cfg, window=self.window, name="attn")(
+    attn_out, new_cache = Attention(cfg, name="attn")(
         RMSNorm(cfg.rms_eps, pd, name="attn_norm")(x_BLD),
         positions_BL,
         valid_BL,
@@ -416,7 +431,6 @@ class Transformer(nn.Module):
       valid_BL: Array | None = None,
       cache: Cache | None = None,
       return_hidden: bool = False,
-      attention_window: int | None = None,
   ):
     """Runs the model.
 
@@ -429,10 +443,6 @@ class Transformer(nn.Module):
         written at slots [end, end + L).
       return_hidden: return final normalised hidden states [B, L, D]
         (float32) instead of logits, for chunked losses.
-      attention_window: with a cache, attend only to its first slots (a
-        static bound, >= end + L: the caller's guarantee) so that attention
-        costs the filled part of a long cache, not all of it. The sampler's
-        decode loop uses it.
 
     Returns:
       (logits_BLV float32 or hidden_BLD, new cache or None).
@@ -472,9 +482,9 @@ class Transformer(nn.Module):
       )
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else cache["layers"][i]
-      x, new_layer = block_cls(
-          cfg, window=attention_window, name=f"layers_{i}"
-      )(x, positions_BL, valid_BL, layer_cache, cache_valid, cache_end)
+      x, new_layer = block_cls(cfg, name=f"layers_{i}")(
+          x, positions_BL, valid_BL, layer_cache, cache_valid, cache_end
+      )
       new_layers.append(new_layer)
     x = RMSNorm(cfg.rms_eps, pd, name="final_norm")(x)
 
@@ -545,10 +555,11 @@ def _check_cache_room(cache: Cache, new_tokens: int) -> None:
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> Cache:
   """Returns an empty cache with room for `length` tokens per row."""
   cdt = dtype_of(cfg.cache_dtype)
-  shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
+  sizes = dict(b=batch, k=cfg.num_kv_heads, s=length, h=cfg.head_dim)
+  shape = {n: tuple(sizes[a] for a in CACHE_LAYOUT[n]) for n in ("k", "v")}
   return {
       "layers": tuple(
-          {"k": jnp.zeros(shape, cdt), "v": jnp.zeros(shape, cdt)}
+          {n: jnp.zeros(shape[n], cdt) for n in ("k", "v")}
           for _ in range(cfg.num_layers)
       ),
       "valid": jnp.zeros((batch, length), bool),

@@ -2,8 +2,8 @@
 
 Prompts are padded (left by default, right also supported) to a bucket length
 so new prompt lengths reuse compiled code; the decode loop runs entirely on
-device with the state donated, with per-row stop handling, and returns the
-sampled tokens with their per-token log-probs.
+device, with per-row stop handling, and returns the sampled tokens with their
+per-token log-probs.
 
 Shape legend: B batch, P padded prompt length, T max new tokens,
 S = P + T cache length, V vocab.
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlcs_jax.model.config import ModelConfig, dtype_of
-from rlcs_jax.model.transformer import Transformer, init_cache
+from rlcs_jax.model.transformer import CACHE_SLOT_AXIS, Transformer, init_cache
 
 Array = jax.Array
 
@@ -167,19 +167,17 @@ def _choose(
   return token, chosen - log_total
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "cache_len"))
+@functools.partial(jax.jit, static_argnames=("model_cfg",))
 def prefill(
     params,
     tokens_BP: Array,
     valid_BP: Array,
     *,
     model_cfg: ModelConfig,
-    cache_len: int,
 ):
   """Runs the prompt through the model; returns (next-token logits, cache).
 
-  The prompt attends over a P-slot cache (not the empty slots of the whole
-  `cache_len`), which is then padded to `cache_len`.
+  The cache has the prompt's P slots; `decode` grows it.
   """
   b, p = tokens_BP.shape
   logits_BPV, cache = Transformer(model_cfg).apply(
@@ -188,14 +186,6 @@ def prefill(
       valid_BL=valid_BP,
       cache=init_cache(model_cfg, b, p),
   )
-  grow = lambda x: jnp.pad(
-      x, [(0, 0), (0, cache_len - p)] + [(0, 0)] * (x.ndim - 2)
-  )
-  cache = {
-      "layers": jax.tree.map(grow, cache["layers"]),
-      "valid": grow(cache["valid"]),
-      "end": cache["end"],
-  }
   # Logits at each row's last valid prompt token (left or right padding).
   last = p - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
   return (
@@ -204,9 +194,9 @@ def prefill(
   )
 
 
-@functools.partial(
-    jax.jit, static_argnames=("model_cfg", "cfg"), donate_argnames=("state",)
-)
+# Not donated: the loop grows the cache, so no input buffer has an output's
+# shape to be reused for.
+@functools.partial(jax.jit, static_argnames=("model_cfg", "cfg"))
 def decode(
     params, state: DecodeState, *, model_cfg: ModelConfig, cfg: SamplingConfig
 ) -> DecodeState:
@@ -214,7 +204,7 @@ def decode(
   stop_ids = jnp.asarray(cfg.stop_ids or (-1,), jnp.int32)
   model = Transformer(model_cfg)
 
-  def body(s: DecodeState, window: int):
+  def body(s: DecodeState):
     rng, key = jax.random.split(s.rng)
     token, logp = _choose(s.logits_BV, key, cfg)
     token = jnp.where(s.done_B, cfg.pad_id, token)
@@ -232,7 +222,6 @@ def decode(
         token[:, None],
         valid_BL=valid[:, None],
         cache=s.cache,
-        attention_window=window,
     )
     return DecodeState(
         step=s.step + 1,
@@ -244,59 +233,57 @@ def decode(
         rng=rng,
     )
 
-  # The loop carries each layer's k/v as [B, S, K*H] (the transformer
-  # accepts either view): a reshape inside the loop, between the cache's
-  # in-place update and its readers, made XLA copy the cache every step.
-  shapes = [
-      {n: x.shape for n, x in layer.items()} for layer in state.cache["layers"]
-  ]
-  state = state.replace(
-      cache=_map_layers(
-          state.cache, lambda x, shape: x.reshape(*shape[:2], -1), shapes
-      )
-  )
-  # One loop per attention window: while the next write slot is below
-  # `window`, attention reads only the cache's first `window` slots, so a
-  # token's attention costs about the filled part of the cache, not all of
-  # it (which grew every token's cost with max_new_tokens).
-  for window in attention_windows(state.cache["valid"].shape[1]):
+  # The cache grows between loops instead of being allocated whole: each
+  # decoded token's attention reads all of the cache it is given, so a loop
+  # runs while the next write slot is below its cache size, and the cache
+  # is then padded to the next size (one copy per loop). A token's cost
+  # then follows the filled part of the cache, not `max_new_tokens`.
+  prompt = state.cache["valid"].shape[1]
+  for size in cache_sizes(prompt, cfg.max_new_tokens):
+    state = state.replace(cache=_grow_cache(state.cache, size))
 
-    def cond(s: DecodeState, window=window):
+    def cond(s: DecodeState, size=size):
       return (
           (s.step < cfg.max_new_tokens)
           & ~jnp.all(s.done_B)
-          & (s.cache["end"] < window)
+          & (s.cache["end"] < size)
       )
 
-    state = jax.lax.while_loop(
-        cond, functools.partial(body, window=window), state
-    )
-  return state.replace(
-      cache=_map_layers(state.cache, lambda x, shape: x.reshape(shape), shapes)
-  )
+    state = jax.lax.while_loop(cond, body, state)
+  return state
 
 
-def attention_windows(slots: int) -> tuple[int, ...]:
-  """Attention windows of the decode loop for a cache of `slots` slots.
+def cache_sizes(prompt: int, max_new_tokens: int) -> tuple[int, ...]:
+  """The cache sizes `decode` grows through after a `prompt`-slot prefill.
 
-  S/4 and S/2 (rounded up to multiples of 64) then S: at most three loop
-  bodies to compile, and attention reads at most about twice the filled
-  part of the cache.
+  S/4 and S/2 of the final S = prompt + max_new_tokens (rounded up to
+  multiples of 64) then S, keeping those above the prompt: at most three
+  loop bodies to compile, and attention reads at most about twice the
+  filled part of the cache.
   """
-  windows = {slots}
+  slots = prompt + max_new_tokens
+  sizes = {slots}
   for frac in (4, 2):
-    w = -(-slots // frac // 64) * 64
-    if 64 <= w < slots:
-      windows.add(w)
-  return tuple(sorted(windows))
+    sizes.add(-(-slots // frac // 64) * 64)
+  return tuple(sorted(x for x in sizes if prompt < x <= slots))
 
 
-def _map_layers(cache, fn, shapes):
-  layers = tuple(
-      {n: fn(x, shape[n]) for n, x in layer.items()}
-      for layer, shape in zip(cache["layers"], shapes)
-  )
-  return {**cache, "layers": layers}
+def _grow_cache(cache, size: int):
+  """Pads the cache's slot axis (of valid and of every k/v) to `size`."""
+
+  def grow(x, axis):
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, pad)
+
+  return {
+      "layers": tuple(
+          {n: grow(x, CACHE_SLOT_AXIS[n]) for n, x in layer.items()}
+          for layer in cache["layers"]
+      ),
+      "valid": grow(cache["valid"], 1),
+      "end": cache["end"],
+  }
 
 
 def generate_arrays(
@@ -322,9 +309,7 @@ def generate_arrays(
         "shorten the prompts or lower sampler.max_new_tokens"
     )
   params = compute_params(params, model_cfg)
-  logits, cache = prefill(
-      params, tokens_BP, valid_BP, model_cfg=model_cfg, cache_len=cache_len
-  )
+  logits, cache = prefill(params, tokens_BP, valid_BP, model_cfg=model_cfg)
   t = cfg.max_new_tokens
   state = DecodeState(
       step=jnp.zeros((), jnp.int32),
@@ -333,9 +318,7 @@ def generate_arrays(
       tokens_BT=jnp.full((b, t), cfg.pad_id, jnp.int32),
       logprobs_BT=jnp.zeros((b, t), jnp.float32),
       done_B=jnp.zeros((b,), bool),
-      # `decode` donates its state: copy the caller's key so that it stays
-      # usable (generating twice from one key must work).
-      rng=jnp.copy(rng),
+      rng=rng,
   )
   state = decode(params, state, model_cfg=model_cfg, cfg=cfg)
   return _summarise(state.tokens_BT, state.logprobs_BT, cfg)

@@ -1,5 +1,8 @@
 """Sampler: matches a naive greedy loop, stop handling, log-probs, retraces."""
 
+import dataclasses
+import re
+
 import chex
 import flax.linen as nn
 import jax
@@ -131,13 +134,11 @@ def test_no_retrace_within_bucket(params):
   sampling.generate(params, CFG, [[1, 2]] * 4, cfg, jax.random.key(0))
   decode = chex.assert_max_traces(sampling.decode.__wrapped__, n=1)
   prefill = chex.assert_max_traces(sampling.prefill.__wrapped__, n=1)
-  jd = jax.jit(
-      decode, static_argnames=("model_cfg", "cfg"), donate_argnames=("state",)
-  )
-  jp = jax.jit(prefill, static_argnames=("model_cfg", "cache_len"))
+  jd = jax.jit(decode, static_argnames=("model_cfg", "cfg"))
+  jp = jax.jit(prefill, static_argnames=("model_cfg",))
   for prompts in ([[1, 2]] * 4, [[3, 4, 5, 6, 7]] * 4, [[9] * 11] * 4):
     tokens, valid = sampling.pad_prompts(prompts, 16, 0, "left")
-    logits, cache = jp(params, tokens, valid, model_cfg=CFG, cache_len=20)
+    logits, cache = jp(params, tokens, valid, model_cfg=CFG)
     state = sampling.DecodeState(
         step=jnp.zeros((), jnp.int32),
         cache=cache,
@@ -186,3 +187,70 @@ def test_bf16_compute_casts_matrices_once_and_samples(params, monkeypatch):
     logits = Transformer(bf_cfg).apply({"params": cast}, seq)[0][0]
     predicted = jnp.argmax(logits[len(prompt) - 1 : -1], axis=-1)
     np.testing.assert_array_equal(out.tokens[row], predicted)
+
+
+def test_cache_sizes_grow_to_prompt_plus_new_tokens():
+  assert sampling.cache_sizes(64, 512) == (192, 320, 576)
+  assert sampling.cache_sizes(64, 64) == (128,)  # S/4 and S/2 <= prompt.
+  assert sampling.cache_sizes(8, 8) == (16,)
+  assert sampling.cache_sizes(8, 150) == (64, 128, 158)
+
+
+def test_long_generation_through_growing_cache_matches_forward(params):
+  """150 tokens after an 8-token bucket run through three loops, the cache
+  padded between them (sizes 64, 128, 158): greedy tokens and log-probs
+  match one teacher-forced forward pass over the result."""
+  long_cfg = dataclasses.replace(CFG, max_seq_len=256)  # Same params.
+  cfg = sampling.SamplingConfig(
+      max_new_tokens=150, greedy=True, prompt_buckets=(8,)
+  )
+  out = sampling.generate(params, long_cfg, PROMPTS[:2], cfg, jax.random.key(0))
+  assert out.lengths.tolist() == [150, 150]
+  for row, prompt in enumerate(PROMPTS[:2]):
+    seq = jnp.array([list(prompt) + out.tokens[row].tolist()])
+    logits = Transformer(long_cfg).apply({"params": params}, seq)[0][0]
+    logp = jax.nn.log_softmax(logits[len(prompt) - 1 : -1])
+    np.testing.assert_array_equal(out.tokens[row], jnp.argmax(logp, -1))
+    want = jnp.take_along_axis(logp, seq[0, len(prompt) :, None], -1)[:, 0]
+    # float32 sums in another order over up to 158 keys: ~1e-4 apart.
+    np.testing.assert_allclose(out.logprobs[row], want, atol=5e-4)
+
+
+def test_decode_loop_updates_the_cache_in_place(params):
+  """The compiled decode loop never copies a cache array: XLA:CPU copied
+  both caches of every layer twice per token when the cache read and the
+  in-place write were not ordered by a data dependency."""
+  b, p = 2, 8
+  long_cfg = dataclasses.replace(CFG, max_seq_len=256)  # Same params.
+  cfg = sampling.SamplingConfig(
+      max_new_tokens=120, greedy=True, prompt_buckets=(p,)
+  )
+  tokens, valid = sampling.pad_prompts(PROMPTS[:b], p, 0, "left")
+  logits, cache = sampling.prefill(params, tokens, valid, model_cfg=long_cfg)
+  state = sampling.DecodeState(
+      step=jnp.zeros((), jnp.int32),
+      cache=cache,
+      logits_BV=logits,
+      tokens_BT=jnp.zeros((b, 120), jnp.int32),
+      logprobs_BT=jnp.zeros((b, 120)),
+      done_B=jnp.zeros((b,), bool),
+      rng=jax.random.key(0),
+  )
+  hlo = (
+      sampling.decode.lower(params, state, model_cfg=long_cfg, cfg=cfg)
+      .compile()
+      .as_text()
+  )
+  k, h = CFG.num_kv_heads, CFG.head_dim
+  shapes = set()
+  for size in sampling.cache_sizes(p, 120):
+    shapes |= {f"f32[{b},{k},{h},{size}]", f"f32[{b},{k},{size},{h}]"}
+  updates = re.findall(
+      r"= (f32\[[\d,]+\])\{[\d,]*\} dynamic-update-slice\(", hlo
+  )
+  updates += re.findall(
+      r"= (f32\[[\d,]+\])\{[\d,]*\} fusion\([^\n]*dynamic.update.slice", hlo
+  )
+  assert shapes & set(updates), "the cache update was not found"
+  copies = re.findall(r"= (f32\[[\d,]+\])\{[\d,]*\} copy\(", hlo)
+  assert not shapes & set(copies), sorted(shapes & set(copies))
