@@ -8,9 +8,10 @@ matmul  GFLOP/s of the matmuls that bound decode and bf16 training, in JAX
         and (when installed) torch, on the same shapes: decode's small-M f32
         matmul, and the tied SmolLM2 head's weight gradient dW = g^T x in bf16
         written as a dot over the leading axis vs with a pre-transposed x.
-decode  a SmolLM2-shaped model (random weights) decoding B=16 x 64 tokens in
-        float32: ms per token and the share of executed op time in each
-        kind of XLA op, read from a `jax.profiler` trace.
+decode  a SmolLM2-shaped model (random weights) decoding B=8 x 512 tokens in
+        float32: ms per token and the share of executed op time per kind of
+        XLA op and source op (layers merged), read from a `jax.profiler`
+        trace and the decode loop's compiled HLO.
 train   the same model's SFT step (B=8 x 256, forward + backward + AdamW) in
         float32 and with bfloat16 compute: seconds per step, the minor page
         faults and kernel time of one step, and the same op-time shares.
@@ -101,14 +102,14 @@ def matmul() -> None:
     print(line, flush=True)
 
 
-def decode(batch: int = 16, new: int = 64) -> None:
+def decode(batch: int = 8, new: int = 512) -> None:
   cfg = ModelConfig(**PRESETS["smollm2_135m"])
   params = _random_params(cfg)
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(3, cfg.vocab_size, (batch, 64)), jnp.int32)
   valid = jnp.ones(tokens.shape, bool)
   scfg = sampling.SamplingConfig(
-      max_new_tokens=new, greedy=True, prompt_buckets=(64,)
+      max_new_tokens=new, greedy=True, stop_ids=(), prompt_buckets=(64,)
   )
 
   def generate():
@@ -119,13 +120,37 @@ def decode(batch: int = 16, new: int = 64) -> None:
     )
 
   def prefill():
-    jax.block_until_ready(
+    return jax.block_until_ready(
         sampling.prefill(params, tokens, valid, model_cfg=cfg)
     )
 
   total, pre = _median_s(generate, 3), _median_s(prefill, 3)
-  print(f"  B={batch} f32: {1e3 * (total - pre) / new:.1f} ms per token")
-  _op_time_breakdown(generate, "prefill + decode")
+  print(
+      f"  B={batch} f32, {new} new tokens: {1e3 * (total - pre) / new:.1f} ms"
+  )
+  # The decode loop's compiled HLO names each executed op's source.
+  logits, cache = prefill()
+  state = sampling.DecodeState(
+      step=jnp.zeros((), jnp.int32),
+      cache=cache,
+      logits_BV=logits,
+      tokens_BT=jnp.zeros((batch, new), jnp.int32),
+      logprobs_BT=jnp.zeros((batch, new)),
+      done_B=jnp.zeros((batch,), bool),
+      rng=jax.random.key(0),
+  )
+  hlo = (
+      sampling.decode.lower(params, state, model_cfg=cfg, cfg=scfg)
+      .compile()
+      .as_text()
+  )
+  sources = {
+      name: re.sub(r"layers_\d+", "layers_i", op).removeprefix("jit(decode)/")
+      for name, op in re.findall(
+          r"%([\w.\-]+) = [^\n]*?metadata=\{op_name=\"([^\"]+)\"", hlo
+      )
+  }
+  _op_time_breakdown(generate, "prefill + decode", top=8, sources=sources)
 
 
 def train(batch: int = 8, seq: int = 256) -> None:
@@ -157,8 +182,12 @@ def _random_params(cfg: ModelConfig):
   )()
 
 
-def _op_time_breakdown(fn, what: str, top: int = 6) -> None:
-  """Share of executed op time per kind of XLA op, from a profiler trace."""
+def _op_time_breakdown(fn, what: str, top: int = 6, sources=None) -> None:
+  """Share of executed op time per kind of XLA op, from a profiler trace.
+
+  With `sources` (HLO instruction name -> source op name), per kind and
+  source op instead.
+  """
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
     fn()
@@ -172,7 +201,10 @@ def _op_time_breakdown(fn, what: str, top: int = 6) -> None:
         if re.match(r"(ThunkExecutor|SlinkyThreadPool|end:)", ev.name):
           continue
         if "Eigen" in line.name or "XLA" in line.name:
-          kinds[re.sub(r"[.\d]+$", "", ev.name)] += ev.duration_ns
+          kind = re.sub(r"[.\d]+$", "", ev.name)
+          if sources is not None:
+            kind = f"{kind}  {sources.get(ev.name, '?')}"
+          kinds[kind] += ev.duration_ns
   total_ns = sum(kinds.values())
   print(f"  executed op time {total_ns / 1e9:.2f} s ({what}):")
   for kind, ns in kinds.most_common(top):

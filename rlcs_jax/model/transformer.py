@@ -250,9 +250,17 @@ class Attention(nn.Module):
     b, l = x_BLD.shape[:2]
     causal_LL = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]
     new_mask_BLL = causal_LL[None] & valid_BL[:, None, :]
-    if layer_cache is None:
+
+    def in_cache_layout(name, x_BLKH):
+      return jnp.einsum(
+          f"blkh->{CACHE_LAYOUT[name].replace('s', 'l')}", x_BLKH
+      ).astype(layer_cache[name].dtype)
+
+    if layer_cache is None or layer_cache["v"].shape[CACHE_SLOT_AXIS["v"]] == 0:
       out = _attention(q, [(kk, v, new_mask_BLL, False)], cd)
       new_cache = None
+      if layer_cache is not None:  # An empty cache becomes the new tokens'.
+        new_cache = {n: in_cache_layout(n, x) for n, x in (("k", kk), ("v", v))}
     else:
       # The new tokens attend to the cache as it was and to themselves;
       # then they are written into it in place. The cache is read whole: a
@@ -278,18 +286,17 @@ class Attention(nn.Module):
       # The write must wait for that read. XLA:CPU's copy insertion cannot
       # order an in-place update after an independent read of the same
       # buffer, so it copied both caches twice per layer for every decoded
-      # token. `x > inf` never holds (NaN included) but is not folded: the
-      # write position depends on the attention output, as a data edge.
-      at = cache_end + (out[0, 0, 0, 0] > jnp.inf).astype(cache_end.dtype)
+      # token. Here the written values depend on the attention output (of
+      # the same row and kv head, so no data crosses shards): `x > inf`
+      # never holds, NaN included, but the compiler cannot fold it.
+      never_B1K1 = out.reshape(b, l, k, n // k, h)[:, :1, :, 0, :1] > jnp.inf
       new_cache = {}
       for name, new_BLKH in (("k", kk), ("v", v)):
-        new = jnp.einsum(
-            f"blkh->{CACHE_LAYOUT[name].replace('s', 'l')}", new_BLKH
-        )
+        new = in_cache_layout(name, jnp.where(never_B1K1, 0.0, new_BLKH))
         start = [0, 0, 0, 0]
-        start[CACHE_SLOT_AXIS[name]] = at
+        start[CACHE_SLOT_AXIS[name]] = cache_end
         new_cache[name] = jax.lax.dynamic_update_slice(
-            layer_cache[name], new.astype(layer_cache[name].dtype), start
+            layer_cache[name], new, start
         )
     out = _constrain(
         out,
@@ -440,7 +447,8 @@ class Transformer(nn.Module):
         before each token (cache included), so padding does not shift them.
       valid_BL: False for padding tokens (never attended to).
       cache: optional KV cache (see module docstring); the L new tokens are
-        written at slots [end, end + L).
+        written at slots [end, end + L). An empty cache (0 slots, from
+        `init_cache(cfg, batch, 0)`) comes back holding just the L tokens.
       return_hidden: return final normalised hidden states [B, L, D]
         (float32) instead of logits, for chunked losses.
 
@@ -474,7 +482,9 @@ class Transformer(nn.Module):
     block_cls = nn.remat(Block, static_argnums=()) if cfg.remat else Block
     new_layers = []
     cache_valid = cache_end = None
-    if cache is not None:
+    if cache is not None and cache["valid"].shape[1] == 0:
+      cache_end, cache_valid = cache["end"], valid_BL
+    elif cache is not None:
       _check_cache_room(cache, tokens_BL.shape[1])
       cache_end = cache["end"]
       cache_valid = jax.lax.dynamic_update_slice(

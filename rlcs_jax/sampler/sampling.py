@@ -184,7 +184,7 @@ def prefill(
       {"params": params},
       tokens_BP,
       valid_BL=valid_BP,
-      cache=init_cache(model_cfg, b, p),
+      cache=init_cache(model_cfg, b, 0),
   )
   # Logits at each row's last valid prompt token (left or right padding).
   last = p - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
