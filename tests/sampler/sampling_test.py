@@ -196,34 +196,17 @@ def test_cache_sizes_grow_to_prompt_plus_new_tokens():
   assert sampling.cache_sizes(8, 150) == (64, 128, 158)
 
 
-def test_long_generation_through_growing_cache_matches_forward(params):
+def test_long_decode_grows_the_cache_in_place_and_matches_forward(params):
   """150 tokens after an 8-token bucket run through three loops, the cache
-  padded between them (sizes 64, 128, 158): greedy tokens and log-probs
-  match one teacher-forced forward pass over the result."""
+  padded between them (sizes 64, 128, 158). The compiled loop never copies
+  a cache array (XLA:CPU copied both caches of every layer twice per token
+  when the cache read and the in-place write were not ordered by a data
+  dependency), and its greedy tokens and log-probs match one teacher-forced
+  forward pass over the result."""
+  b, p, t = 2, 8, 150
   long_cfg = dataclasses.replace(CFG, max_seq_len=256)  # Same params.
   cfg = sampling.SamplingConfig(
-      max_new_tokens=150, greedy=True, prompt_buckets=(8,)
-  )
-  out = sampling.generate(params, long_cfg, PROMPTS[:2], cfg, jax.random.key(0))
-  assert out.lengths.tolist() == [150, 150]
-  for row, prompt in enumerate(PROMPTS[:2]):
-    seq = jnp.array([list(prompt) + out.tokens[row].tolist()])
-    logits = Transformer(long_cfg).apply({"params": params}, seq)[0][0]
-    logp = jax.nn.log_softmax(logits[len(prompt) - 1 : -1])
-    np.testing.assert_array_equal(out.tokens[row], jnp.argmax(logp, -1))
-    want = jnp.take_along_axis(logp, seq[0, len(prompt) :, None], -1)[:, 0]
-    # float32 sums in another order over up to 158 keys: ~1e-4 apart.
-    np.testing.assert_allclose(out.logprobs[row], want, atol=5e-4)
-
-
-def test_decode_loop_updates_the_cache_in_place(params):
-  """The compiled decode loop never copies a cache array: XLA:CPU copied
-  both caches of every layer twice per token when the cache read and the
-  in-place write were not ordered by a data dependency."""
-  b, p = 2, 8
-  long_cfg = dataclasses.replace(CFG, max_seq_len=256)  # Same params.
-  cfg = sampling.SamplingConfig(
-      max_new_tokens=120, greedy=True, prompt_buckets=(p,)
+      max_new_tokens=t, greedy=True, prompt_buckets=(p,)
   )
   tokens, valid = sampling.pad_prompts(PROMPTS[:b], p, 0, "left")
   logits, cache = sampling.prefill(params, tokens, valid, model_cfg=long_cfg)
@@ -231,19 +214,18 @@ def test_decode_loop_updates_the_cache_in_place(params):
       step=jnp.zeros((), jnp.int32),
       cache=cache,
       logits_BV=logits,
-      tokens_BT=jnp.zeros((b, 120), jnp.int32),
-      logprobs_BT=jnp.zeros((b, 120)),
+      tokens_BT=jnp.zeros((b, t), jnp.int32),
+      logprobs_BT=jnp.zeros((b, t)),
       done_B=jnp.zeros((b,), bool),
       rng=jax.random.key(0),
   )
-  hlo = (
-      sampling.decode.lower(params, state, model_cfg=long_cfg, cfg=cfg)
-      .compile()
-      .as_text()
-  )
+  compiled = sampling.decode.lower(
+      params, state, model_cfg=long_cfg, cfg=cfg
+  ).compile()
+  hlo = compiled.as_text()
   k, h = CFG.num_kv_heads, CFG.head_dim
   shapes = set()
-  for size in sampling.cache_sizes(p, 120):
+  for size in sampling.cache_sizes(p, t):
     shapes |= {f"f32[{b},{k},{h},{size}]", f"f32[{b},{k},{size},{h}]"}
   updates = re.findall(
       r"= (f32\[[\d,]+\])\{[\d,]*\} dynamic-update-slice\(", hlo
@@ -254,3 +236,14 @@ def test_decode_loop_updates_the_cache_in_place(params):
   assert shapes & set(updates), "the cache update was not found"
   copies = re.findall(r"= (f32\[[\d,]+\])\{[\d,]*\} copy\(", hlo)
   assert not shapes & set(copies), sorted(shapes & set(copies))
+
+  out = compiled(params, state)
+  assert int(out.step) == t
+  for row, prompt in enumerate(PROMPTS[:b]):
+    seq = jnp.array([list(prompt) + out.tokens_BT[row].tolist()])
+    logits = Transformer(long_cfg).apply({"params": params}, seq)[0][0]
+    logp = jax.nn.log_softmax(logits[len(prompt) - 1 : -1])
+    np.testing.assert_array_equal(out.tokens_BT[row], jnp.argmax(logp, -1))
+    want = jnp.take_along_axis(logp, seq[0, len(prompt) :, None], -1)[:, 0]
+    # float32 sums in another order over up to 158 keys: ~1e-4 apart.
+    np.testing.assert_allclose(out.logprobs_BT[row], want, atol=5e-4)
