@@ -129,16 +129,7 @@ def decode(batch: int = 8, new: int = 512) -> None:
       f"  B={batch} f32, {new} new tokens: {1e3 * (total - pre) / new:.1f} ms"
   )
   # The decode loop's compiled HLO names each executed op's source.
-  logits, cache = prefill()
-  state = sampling.DecodeState(
-      step=jnp.zeros((), jnp.int32),
-      cache=cache,
-      logits_BV=logits,
-      tokens_BT=jnp.zeros((batch, new), jnp.int32),
-      logprobs_BT=jnp.zeros((batch, new)),
-      done_B=jnp.zeros((batch,), bool),
-      rng=jax.random.key(0),
-  )
+  state = sampling.initial_state(*prefill(), jax.random.key(0), scfg)
   hlo = (
       sampling.decode.lower(params, state, model_cfg=cfg, cfg=scfg)
       .compile()

@@ -323,7 +323,8 @@ def _attention(q_BLNH, segments, dtype):
   segments' keys.
   """
   b, l, n, h = q_BLNH.shape
-  k = segments[0][0].shape[1 if segments[0][3] else 2]
+  keys, _, _, cached = segments[0]
+  k = keys.shape[CACHE_LAYOUT["k"].index("k") if cached else 2]
   g = n // k
   q = q_BLNH.reshape(b, l, k, g, h)
   # Cached segments contract [B, K, G*L, .] queries with the cache as plain

@@ -1,4 +1,4 @@
-"""Jitted KV-cache sampler: one prefill jit and one `lax.while_loop` decode jit.
+"""Jitted KV-cache sampler: a prefill jit and a decode jit (`lax.while_loop`s).
 
 Prompts are padded (left by default, right also supported) to a bucket length
 so new prompt lengths reuse compiled code; the decode loop runs entirely on
@@ -253,6 +253,20 @@ def decode(
   return state
 
 
+def initial_state(logits_BV, cache, rng, cfg: SamplingConfig) -> DecodeState:
+  """The state `decode` starts from, after `prefill` gave logits and cache."""
+  b, t = logits_BV.shape[0], cfg.max_new_tokens
+  return DecodeState(
+      step=jnp.zeros((), jnp.int32),
+      cache=cache,
+      logits_BV=logits_BV,
+      tokens_BT=jnp.full((b, t), cfg.pad_id, jnp.int32),
+      logprobs_BT=jnp.zeros((b, t), jnp.float32),
+      done_B=jnp.zeros((b,), bool),
+      rng=rng,
+  )
+
+
 def cache_sizes(prompt: int, max_new_tokens: int) -> tuple[int, ...]:
   """The cache sizes `decode` grows through after a `prompt`-slot prefill.
 
@@ -300,7 +314,7 @@ def generate_arrays(
   Returns (tokens_BT, logprobs_BT, lengths_B, truncated_B). Usable inside a
   larger jitted program or with sharded inputs (batch sharding propagates).
   """
-  b, p = tokens_BP.shape
+  p = tokens_BP.shape[1]
   cache_len = p + cfg.max_new_tokens
   if cache_len > model_cfg.max_seq_len:
     raise ValueError(
@@ -310,17 +324,12 @@ def generate_arrays(
     )
   params = compute_params(params, model_cfg)
   logits, cache = prefill(params, tokens_BP, valid_BP, model_cfg=model_cfg)
-  t = cfg.max_new_tokens
-  state = DecodeState(
-      step=jnp.zeros((), jnp.int32),
-      cache=cache,
-      logits_BV=logits,
-      tokens_BT=jnp.full((b, t), cfg.pad_id, jnp.int32),
-      logprobs_BT=jnp.zeros((b, t), jnp.float32),
-      done_B=jnp.zeros((b,), bool),
-      rng=rng,
+  state = decode(
+      params,
+      initial_state(logits, cache, rng, cfg),
+      model_cfg=model_cfg,
+      cfg=cfg,
   )
-  state = decode(params, state, model_cfg=model_cfg, cfg=cfg)
   return _summarise(state.tokens_BT, state.logprobs_BT, cfg)
 
 

@@ -138,15 +138,8 @@ def test_no_retrace_within_bucket(params):
   jp = jax.jit(prefill, static_argnames=("model_cfg",))
   for prompts in ([[1, 2]] * 4, [[3, 4, 5, 6, 7]] * 4, [[9] * 11] * 4):
     tokens, valid = sampling.pad_prompts(prompts, 16, 0, "left")
-    logits, cache = jp(params, tokens, valid, model_cfg=CFG)
-    state = sampling.DecodeState(
-        step=jnp.zeros((), jnp.int32),
-        cache=cache,
-        logits_BV=logits,
-        tokens_BT=jnp.zeros((4, 4), jnp.int32),
-        logprobs_BT=jnp.zeros((4, 4)),
-        done_B=jnp.zeros((4,), bool),
-        rng=jax.random.key(0),
+    state = sampling.initial_state(
+        *jp(params, tokens, valid, model_cfg=CFG), jax.random.key(0), cfg
     )
     jd(params, state, model_cfg=CFG, cfg=cfg)
 
@@ -209,15 +202,10 @@ def test_long_decode_grows_the_cache_in_place_and_matches_forward(params):
       max_new_tokens=t, greedy=True, prompt_buckets=(p,)
   )
   tokens, valid = sampling.pad_prompts(PROMPTS[:b], p, 0, "left")
-  logits, cache = sampling.prefill(params, tokens, valid, model_cfg=long_cfg)
-  state = sampling.DecodeState(
-      step=jnp.zeros((), jnp.int32),
-      cache=cache,
-      logits_BV=logits,
-      tokens_BT=jnp.zeros((b, t), jnp.int32),
-      logprobs_BT=jnp.zeros((b, t)),
-      done_B=jnp.zeros((b,), bool),
-      rng=jax.random.key(0),
+  state = sampling.initial_state(
+      *sampling.prefill(params, tokens, valid, model_cfg=long_cfg),
+      jax.random.key(0),
+      cfg,
   )
   compiled = sampling.decode.lower(
       params, state, model_cfg=long_cfg, cfg=cfg
