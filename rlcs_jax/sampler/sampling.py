@@ -25,7 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlcs_jax.model.config import ModelConfig, dtype_of
-from rlcs_jax.model.transformer import CACHE_SLOT_AXIS, Transformer, init_cache
+from rlcs_jax.model.transformer import (
+    CACHE_SLOT_AXIS,
+    Transformer,
+    init_cache,
+    to_sampling_layout,
+)
 
 Array = jax.Array
 
@@ -202,7 +207,13 @@ def decode(
 ) -> DecodeState:
   """Samples until every row stopped or `max_new_tokens` were produced."""
   stop_ids = jnp.asarray(cfg.stop_ids or (-1,), jnp.int32)
-  model = Transformer(model_cfg)
+  # On CPU the loop runs on a copy of the weights in the sampling layout
+  # (made here, once per call, outside the loops): a decode step's few-row
+  # matmuls run faster with the weights as the left operand.
+  transposed = jax.default_backend() == "cpu"
+  if transposed:
+    params = to_sampling_layout(params)
+  model = Transformer(model_cfg, transposed_weights=transposed)
 
   def body(s: DecodeState):
     rng, key = jax.random.split(s.rng)

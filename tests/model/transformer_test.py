@@ -60,6 +60,52 @@ def test_cached_decode_equals_full_forward(variant):
   assert int(cache["end"]) == 10
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_sampling_layout_matches_canonical(variant):
+  """`to_sampling_layout` params in `Transformer(transposed_weights=True)`
+  give the canonical model's logits, for prefill-sized row counts (x @ w^T)
+  and decode steps (weights on the left: every 2-D dot of a compiled step
+  has the batch as its output's last axis); the declared matrices are the
+  canonical ones with their axes (and axis names) permuted."""
+  cfg, model, params = _model(**VARIANTS[variant])
+  sparams = transformer.to_sampling_layout(params)
+  smodel = Transformer(cfg, transposed_weights=True)
+  boxed = [
+      jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+      for m in (model, smodel)
+  ]
+  for leaf, canon, spec, canon_spec in zip(
+      jax.tree.leaves(sparams),
+      jax.tree.leaves(params),
+      *[
+          jax.tree.leaves(nn.get_partition_spec(b)["params"])
+          for b in boxed[::-1]
+      ],
+  ):
+    assert dict(zip(spec, leaf.shape)) == dict(zip(canon_spec, canon.shape))
+  assert jax.tree.map(lambda x: x.shape, sparams) == jax.tree.map(
+      lambda x: x.shape, nn.meta.unbox(boxed[1])["params"]
+  )
+
+  tokens = jax.random.randint(jax.random.key(2), (2, 24), 0, cfg.vocab_size)
+  full, _ = model.apply({"params": params}, tokens)  # 48 rows.
+  np.testing.assert_allclose(
+      smodel.apply({"params": sparams}, tokens)[0], full, atol=2e-5
+  )
+  step = jax.jit(smodel.apply)
+  logits, cache = step(
+      {"params": sparams}, tokens[:, :20], cache=init_cache(cfg, 2, 24)
+  )
+  steps = [logits]
+  for t in range(20, 24):
+    logits, cache = step({"params": sparams}, tokens[:, t : t + 1], cache=cache)
+    steps.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=2e-5)
+  hlo = step.lower({"params": sparams}, tokens[:, :1], cache=cache).compile()
+  dots = re.findall(r"= f32\[(\d+),(\d+)\]\{[^}]*\} dot\(", hlo.as_text())
+  assert dots and all(int(m) == 2 for _, m in dots), dots
+
+
 def test_left_padding_does_not_change_logits():
   cfg, model, params = _model()
   seq = jax.random.randint(jax.random.key(3), (1, 6), 0, cfg.vocab_size)
