@@ -7,7 +7,13 @@ Measures, in one run and on the same weights (our parameters exported with
 
   decode   greedy, float32, prompt 64 + 128 new tokens (no early stop), batch
            1/8/32: tokens/s of our sampler and of HF `generate`, their ratio,
-           prefill time and compile time (excluded from throughput);
+           prefill time and compile time (excluded from throughput); the
+           ratio's roofline ceiling: HF's time over the least time any
+           float32 implementation could take here (`decode_roofline`, from
+           the f32 matmul FLOP/s and XLA's read bytes/s over an array as
+           large as the weights, both measured in our decode worker), an
+           upper bound from measured rates, not a profile of our code; and
+           `ours_vs_roofline`, the fraction of that speed we reach;
   train    SFT forward + backward + AdamW at 8 x 256: tokens/s, model FLOP/s,
            MFU against a dense matmul measured in the same process on the same
            dtype path; the PyTorch eager step for the ratio;
@@ -144,6 +150,65 @@ def _ratio(ours: dict, theirs: dict, key: str) -> float | None:
   if not ours or not theirs or key not in ours or key not in theirs:
     return None
   return ours[key] / theirs[key]
+
+
+def decode_roofline(
+    *,
+    matmul_params: int,
+    head_params: int,
+    weight_bytes: float,
+    batch: int,
+    prompt: int,
+    new: int,
+    flops_per_s: float,
+    bytes_per_s: float,
+) -> float:
+  """Least seconds a greedy decode of `new` tokens after `prompt` can take.
+
+  Each forward pass does 2 FLOPs per matmul parameter and token and reads
+  every weight at least once; it takes at least the larger of the two
+  times. The prefill runs the prompt through everything but the output head,
+  which it needs at the last position only; its logits give the first new
+  token, so `new - 1` single-token steps follow. Attention, the KV cache
+  and everything else are ignored: a lower bound on time, hence an upper
+  bound on speed, as tight as the measured rates are true maxima.
+  """
+  read = weight_bytes / bytes_per_s
+  prefill_flops = (
+      2 * batch * ((matmul_params - head_params) * prompt + head_params)
+  )
+  step_flops = 2 * batch * matmul_params
+  return max(prefill_flops / flops_per_s, read) + (new - 1) * max(
+      step_flops / flops_per_s, read
+  )
+
+
+def _decode_roofline(entry: dict, st: bs.Settings) -> None:
+  """Adds `ceiling` and `ours_vs_roofline` per batch size to a decode entry.
+
+  ceiling: HF's time over the roofline time, the best ours/HF reachable here
+  (needs HF's run); ours_vs_roofline: the roofline time over ours. None
+  where unknown.
+  """
+  ours, hf = entry["ours"] or {}, entry["hf"] or {}
+  roof = ours.get("roofline")
+  entry["ceiling"], entry["ours_vs_roofline"] = {}, {}
+  for b in map(str, st.decode_batches):
+    t_min = None
+    if roof and b in ours:
+      t_min = decode_roofline(
+          matmul_params=roof["matmul_params"],
+          head_params=roof["head_params"],
+          weight_bytes=roof["weight_bytes"],
+          batch=int(b),
+          prompt=st.decode_prompt,
+          new=st.decode_new,
+          flops_per_s=roof["matmul_flops_per_s"],
+          bytes_per_s=roof["read_bytes_per_s"],
+      )
+    hf_s = int(b) * st.decode_new / hf[b]["tokens_per_s"] if b in hf else None
+    entry["ceiling"][b] = hf_s / t_min if t_min and hf_s else None
+    entry["ours_vs_roofline"][b] = t_min / ours[b]["total_s"] if t_min else None
 
 
 def _agreement(a: Sequence[int], b: Sequence[int]) -> float:
@@ -341,6 +406,7 @@ def run(
           entry["greedy_prefix_agreement"] = bs.median(
               [_agreement(o, h) for o, h in zip(rows["ours"], rows["hf"])]
           )
+        _decode_roofline(entry, st)
         result["decode"][model] = entry
 
     if "train" in sections:

@@ -6,6 +6,10 @@ one first call (compile + run, reported as compile time), then several
 repetitions whose median is reported; every repetition ends with
 `block_until_ready` (or a host transfer), so no work is left in flight.
 
+The decode job also measures the two machine rates of the decode roofline
+(`roofline`: dense float32 matmul FLOP/s and streaming-read bytes/s over an
+array as large as the model's weights), in the same process.
+
 Shape legend: B batch, P prompt length, T new tokens, L sequence length,
 V vocab, Pg prompts per GRPO step, R samples per prompt.
 """
@@ -112,6 +116,83 @@ def matmul_flops(size: int, dtype: str, reps: int) -> float:
   return 2.0 * size**3 / t["median_s"]
 
 
+# Each timed read call streams at least this many bytes (looping over a
+# small array), so the ~10-50 us dispatch of one jitted call does not
+# dominate the time of a small model's weights.
+_READ_BYTES_PER_CALL = 2**27
+
+
+def read_bytes_per_s(num_bytes: int, reps: int) -> dict[str, float]:
+  """Streaming-read rates (bytes/s) of XLA over a float32 array this large.
+
+  The array has as many bytes as the weights it stands for, so it lives in
+  the same cache level (or main memory) as they do. Two read patterns, each
+  a jitted loop that rereads the array: a column sum and a vector-matrix
+  product (one decode step's access pattern). The loop carry enters every
+  read, so XLA cannot hoist the read out of the loop.
+  """
+  rows = max(-(-num_bytes // (4 * 1024)), 1)
+  a = jnp.ones((rows, 1024), jnp.float32)
+  x = jnp.ones((1, rows), jnp.float32)
+  loops = max(-(-_READ_BYTES_PER_CALL // a.nbytes), 1)
+
+  def column_sum(a):
+    return jax.lax.fori_loop(
+        0,
+        loops,
+        lambda i, c: c + jnp.sum(a + c[0], axis=0),
+        jnp.zeros((1024,), jnp.float32),
+    )
+
+  def vector_matrix(x, a):
+    return jax.lax.fori_loop(
+        0,
+        loops,
+        lambda i, c: c + (x + c[0, 0]) @ a,
+        jnp.zeros((1, 1024), jnp.float32),
+    )
+
+  calls = {
+      "column_sum": functools.partial(jax.jit(column_sum), a),
+      "vector_matrix": functools.partial(jax.jit(vector_matrix), x, a),
+  }
+  rates = {}
+  for name, f in calls.items():
+    t = bs.timed(lambda f=f: f().block_until_ready(), max(reps, 5), warmup=2)
+    rates[name] = loops * a.nbytes / t["median_s"]
+  return rates
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+  """Parameters read (and multiplied) by one token's forward pass.
+
+  Mirrors `ModelConfig.flops_per_token`: every parameter but the input
+  embedding lookup; with tied embeddings the table is also the output head.
+  """
+  return cfg.num_params() - (
+      0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model
+  )
+
+
+def roofline(cfg: ModelConfig, st: bs.Settings) -> dict:
+  """The two machine rates and the model sizes of the decode roofline.
+
+  Measured rates, not a profile of our decode: `bench.decode_roofline`
+  turns them into the least time any float32 implementation could take.
+  """
+  n = matmul_params(cfg)
+  reads = read_bytes_per_s(4 * n, st.reps)
+  return {
+      "matmul_flops_per_s": matmul_flops(st.matmul_size, "float32", st.reps),
+      "read_bytes_per_s": max(reads.values()),
+      "read_bytes_per_s_by_pattern": reads,
+      "matmul_params": n,
+      # Output head (vocab x model); a prefill needs it at one position.
+      "head_params": cfg.vocab_size * cfg.d_model,
+      "weight_bytes": 4 * n,
+  }
+
+
 # ----------------------------------------------------------------------------
 # Decode.
 
@@ -141,7 +222,11 @@ def _generate_fn(params, cfg: ModelConfig, batch: int, prompt: int, new: int):
 
 
 def run_decode(name: str, st: bs.Settings) -> dict:
-  """Greedy decode, prompt P + T new tokens, at each batch size."""
+  """Greedy decode, prompt P + T new tokens, at each batch size.
+
+  Also measures this machine's float32 matmul and weight-sized read rates
+  (`roofline`), from which `bench.py` bounds the decode time.
+  """
   cfg, params, _ = load_model(name)
   out = {}
   for b in st.decode_batches:
@@ -162,7 +247,9 @@ def run_decode(name: str, st: bs.Settings) -> dict:
         "compile_s": max(gen["first_s"] - total, 0.0),
         "first_row_tokens": tokens[0].tolist(),
     }
+  # Before the roofline: its read array is as large as the weights.
   out["peak_rss_mb"] = bs.peak_rss_mb()
+  out["roofline"] = roofline(cfg, st)
   return out
 
 

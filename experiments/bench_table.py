@@ -2,7 +2,9 @@
 
 Owns `table(result)`: the run's machine and skipped parts, then one block
 per section (decode, train step, GRPO step, scaling) with our figures, the
-baseline's and their ratio, and the targets met or missed.
+baseline's and their ratio (for decode also its roofline ceiling and the
+machine rates behind it), and the targets met or missed (decode ratios with
+their ceiling).
 """
 
 from __future__ import annotations
@@ -34,6 +36,20 @@ def _scaling_row(kind: str, model: str, d: dict) -> str:
   return f"  {kind:6s} {model:8s} {what}  RSS {d['peak_rss_mb']:.0f} MB"
 
 
+def _roofline_row(model: str, roof: dict, e: dict) -> str:
+  """The decode roofline's two measured rates, and our share of its speed."""
+  shares = "/".join(
+      _fmt(x, ".2f") for x in e.get("ours_vs_roofline", {}).values()
+  )
+  return (
+      f"  {model:8s} roofline rates: f32 matmul "
+      f"{roof['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, read "
+      f"{roof['read_bytes_per_s'] / 1e9:.1f} GB/s over "
+      f"{roof['weight_bytes'] / 1e6:.3g} MB; ours at {shares} of roofline speed "
+      f"(B={'/'.join(e.get('ours_vs_roofline', {}))})"
+  )
+
+
 def table(result: dict) -> str:
   """A readable summary of `result`."""
   lines = []
@@ -57,7 +73,8 @@ def table(result: dict) -> str:
     )
     lines.append(
         f"  {'model':8s} {'B':>3s} {'ours tok/s':>11s} "
-        f"{'HF tok/s':>9s} {'ratio':>6s} {'ours prefill':>12s} "
+        f"{'HF tok/s':>9s} {'ratio':>6s} {'ceiling':>7s} "
+        f"{'ours prefill':>12s} "
         f"{'HF prefill':>10s} {'compile':>8s} {'RSS MB o/h':>12s}"
     )
     for model, e in result["decode"].items():
@@ -71,6 +88,7 @@ def table(result: dict) -> str:
         lines.append(
             f"  {model:8s} {b:>3s} {_fmt(ob.get('tokens_per_s')):>11s} "
             f"{_fmt(hb.get('tokens_per_s')):>9s} {_fmt(r, '.2f'):>6s} "
+            f"{_fmt(e.get('ceiling', {}).get(b), '.2f'):>7s} "
             f"{_fmt(1e3 * ob['prefill_s'] if ob else None):>10s}ms "
             f"{_fmt(1e3 * hb['prefill_s'] if hb else None):>8s}ms "
             f"{_fmt(ob.get('compile_s')):>7s}s "
@@ -82,6 +100,8 @@ def table(result: dict) -> str:
             f"  {model:8s} greedy tokens equal to HF's before the "
             f"first divergence (median row): {e['greedy_prefix_agreement']:.2f}"
         )
+      if "roofline" in o:
+        lines.append(_roofline_row(model, o["roofline"], e))
   if "train" in result:
     lines.append(
         "\nTRAIN STEP (SFT fwd+bwd+AdamW; bf16 rows: bf16 matmul inputs, f32"
@@ -147,8 +167,10 @@ def table(result: dict) -> str:
   if result.get("targets"):
     lines.append("\nTARGETS")
     for t in result["targets"]:
+      ceiling = t.get("ceiling")
       lines.append(
           f"  {'MET ' if t['met'] else 'MISS'} {t['target']:34s} "
-          f"{t['value']:.2f} (target {t['threshold']})"
+          f"{t['value']:.2f} (target {t['threshold']}"
+          f"{'' if ceiling is None else f'; ceiling {ceiling:.2f}'})"
       )
   return "\n".join(lines)

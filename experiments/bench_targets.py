@@ -3,7 +3,9 @@
 Owns `TARGETS` (decode ratios against HF `generate`, train ratios and MFU,
 GRPO speed-ups against TRL for every model and compute dtype of the full
 run, decode scaling) and `check`, which evaluates every target whose value
-a benchmark result holds.
+a benchmark result holds. A decode ratio's check also carries the ratio's
+roofline ceiling (`bench.decode_roofline`; None when the run has none): a
+target above its ceiling is out of reach on the measured machine.
 """
 
 from __future__ import annotations
@@ -75,19 +77,24 @@ def _get(tree: Any, path: Sequence[str]) -> Any:
 
 
 def check(result: dict) -> list[dict]:
-  """Each target whose value `result` holds: its value and whether it is met."""
+  """Each target whose value `result` holds: its value and whether it is met.
+
+  Decode ratio targets also get `ceiling`, the best ratio reachable on the
+  measured machine (None when unknown).
+  """
   out = []
   for name, path, op, threshold in TARGETS:
     value = _get(result, path)
     if not isinstance(value, (int, float)):
       continue
     met = value >= threshold if op == ">=" else value <= threshold
-    out.append(
-        {
-            "target": name,
-            "value": value,
-            "threshold": f"{op} {threshold}",
-            "met": bool(met),
-        }
-    )
+    entry = {
+        "target": name,
+        "value": value,
+        "threshold": f"{op} {threshold}",
+        "met": bool(met),
+    }
+    if path[0] == "decode" and path[2] == "ratio":
+      entry["ceiling"] = _get(result, ("decode", path[1], "ceiling", path[3]))
+    out.append(entry)
   return out

@@ -3,15 +3,20 @@
 A smoke test, not a timing assertion: our side of each section runs in
 process on the unit-test model (no torch), and the result has every key the
 table and the targets read, with positive numbers. The table renders, and
-the worker protocol turns a failure into a result.
+the worker protocol turns a failure into a result. The decode roofline's
+formula and its wiring into ceilings and targets are checked on hand-made
+numbers.
 """
 
 import json
 import math
 
+import pytest
+
 from experiments import bench
 from experiments import bench_setup
 from experiments import bench_table
+from experiments import bench_targets
 
 
 def _positive(x):
@@ -38,6 +43,25 @@ def test_quick_run_reports_every_section():
       assert _positive(row[key]), (b, key, row)
     assert row["compile_s"] >= 0
   assert _positive(decode["ours"]["peak_rss_mb"])
+  roof = decode["ours"]["roofline"]
+  for key in (
+      "matmul_flops_per_s",
+      "read_bytes_per_s",
+      "matmul_params",
+      "head_params",
+      "weight_bytes",
+  ):
+    assert _positive(roof[key]), (key, roof)
+  assert roof["weight_bytes"] == 4 * roof["matmul_params"]
+  assert roof["read_bytes_per_s"] == max(
+      roof["read_bytes_per_s_by_pattern"].values()
+  )
+  for b in st.decode_batches:
+    # No HF time, no ceiling. The roofline time is a lower bound only as
+    # far as the measured rates are true maxima (a loaded machine measures
+    # them low), hence the slack above 1.
+    assert decode["ceiling"][str(b)] is None
+    assert 0 < decode["ours_vs_roofline"][str(b)] <= 1.5, decode
 
   # One train and one GRPO entry per compute dtype (float32 keeps the bare
   # model name).
@@ -89,6 +113,75 @@ def test_quick_run_reports_every_section():
   text = bench_table.table(result)
   for heading in ("DECODE", "TRAIN STEP", "GRPO STEP", "SCALING"):
     assert heading in text
+  assert " ceiling " in text and "test     roofline rates: f32 matmul" in text
+
+
+def test_decode_roofline_on_hand_made_numbers():
+  # 1000 matmul parameters (100 of them the head), 4000 bytes, B=2, P=10,
+  # T=5, 1 MFLOP/s. Prefill: 2 * 2 * (900 * 10 + 100) = 36400 FLOPs =
+  # 0.0364 s; a step: 2 * 2 * 1000 = 4000 FLOPs = 0.004 s; T - 1 steps.
+  shape = dict(
+      matmul_params=1000,
+      head_params=100,
+      weight_bytes=4000,
+      batch=2,
+      prompt=10,
+      new=5,
+      flops_per_s=1e6,
+  )
+  # Compute-bound throughout.
+  assert bench.decode_roofline(**shape, bytes_per_s=1e12) == pytest.approx(
+      0.0364 + 4 * 0.004
+  )
+  # Steps read-bound (0.008 s per read of the weights), prefill not.
+  assert bench.decode_roofline(**shape, bytes_per_s=5e5) == pytest.approx(
+      0.0364 + 4 * 0.008
+  )
+  # Read-bound throughout: one read of the weights per forward pass.
+  assert bench.decode_roofline(**shape, bytes_per_s=1e4) == pytest.approx(
+      5 * 0.4
+  )
+
+  st = bench_setup.settings(True, ["test"])
+  b = str(st.decode_batches[0])
+  entry = {
+      "ours": {
+          b: {"total_s": 4.0},
+          "roofline": {
+              "matmul_flops_per_s": 1e9,
+              "read_bytes_per_s": 1e9,
+              "matmul_params": 10**6,
+              "head_params": 0,
+              "weight_bytes": 4e6,
+          },
+      },
+      "hf": {b: {"tokens_per_s": int(b) * st.decode_new / 8.0}},
+      "ratio": {b: 2.0},
+  }
+  bench._decode_roofline(entry, st)
+  t_min = bench.decode_roofline(
+      matmul_params=10**6,
+      head_params=0,
+      weight_bytes=4e6,
+      batch=int(b),
+      prompt=st.decode_prompt,
+      new=st.decode_new,
+      flops_per_s=1e9,
+      bytes_per_s=1e9,
+  )
+  assert entry["ceiling"][b] == pytest.approx(8.0 / t_min)
+  assert entry["ours_vs_roofline"][b] == pytest.approx(t_min / 4.0)
+
+  # The decode ratio targets carry the ceiling; others do not.
+  checks = bench_targets.check(
+      {
+          "decode": {"tiny": {"ratio": {"1": 2.0}, "ceiling": {"1": 1.5}}},
+          "scaling": {"decode": {"tiny": {"max_over_min": 1.1}}},
+      }
+  )
+  by_name = {t["target"]: t for t in checks}
+  assert by_name["decode tiny b1 ours/HF"]["ceiling"] == 1.5
+  assert "ceiling" not in by_name["decode ms/token max/min tiny"]
 
 
 def test_worker_reports_errors_as_results(capsys):
