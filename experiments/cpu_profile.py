@@ -4,10 +4,13 @@
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
-matmul  GFLOP/s of the matmuls that bound decode and bf16 training, in JAX
-        and (when installed) torch, on the same shapes: decode's small-M f32
-        matmul, and the tied SmolLM2 head's weight gradient dW = g^T x in bf16
-        written as a dot over the leading axis vs with a pre-transposed x.
+matmul  the matmuls that bound decode and bf16 training, in JAX and (when
+        installed) torch on the same shapes: ms per decode-shaped matmul
+        (SmolLM2's MLP at B = 8 in f32 and B = 16 in bf16) with the weights
+        as the right operand (canonical layout) and as the left one (the
+        sampler's layout on CPU); GFLOP/s of the tied head's weight
+        gradient dW = x^T g in bf16 written as a dot over the leading axis
+        vs with a pre-transposed x.
 decode  a SmolLM2-shaped model (random weights) decoding B=8 x 512 tokens in
         float32: ms per token and the share of executed op time per kind of
         XLA op and source op (layers merged), read from a `jax.profiler`
@@ -48,6 +51,60 @@ def _median_s(fn, reps: int = 5) -> float:
 
 
 def matmul() -> None:
+  """Decode-shaped matmuls in both weight layouts, then the head's dW."""
+  for m, k, n, dt in (
+      (8, 576, 3072, "float32"),
+      (8, 1536, 576, "float32"),
+      (16, 576, 3072, "bfloat16"),
+      (16, 1536, 576, "bfloat16"),
+  ):
+    _decode_matmuls(m, k, n, jnp.dtype(dt))
+  _head_weight_gradient()
+
+
+def _decode_matmuls(m: int, k: int, n: int, dtype, layers: int = 30) -> None:
+  """ms per matmul of a decode step's kind: [m, k] x [k, n] against each of
+  `layers` different weight matrices (a SmolLM2 step's worth, so the
+  weights stream from memory as in decode), in one jitted call.
+
+  x @ w with w [k, n] (the canonical layout), and with the weights as the
+  left operand (w [n, k], `transformer._weights_left_matmul`, the sampler's
+  layout on CPU); torch `F.linear` (w [n, k], what HF runs) when installed.
+  """
+  keys = jax.random.split(jax.random.key(0), layers)
+  w_kn = [
+      jax.random.normal(kk, (k, n), jnp.float32).astype(dtype) for kk in keys
+  ]
+  w_nk = [transformer._to_output_major(w, 1) for w in w_kn]  # pylint: disable=protected-access
+  x = jnp.ones((m, k), dtype)
+  forms = {
+      "x @ w": (lambda x, w: transformer.matmul(x, w, dtype), w_kn),
+      "weights left": (
+          lambda x, w: transformer._weights_left_matmul(x, w, dtype),  # pylint: disable=protected-access
+          w_nk,
+      ),
+  }
+  line = f"  decode {dtype.name:8s} [{m},{k}]x[{k},{n}] x{layers}:"
+  for name, (mm, ws) in forms.items():
+    fn = jax.jit(lambda x, ws, mm=mm: [jnp.sum(mm(x, w)) for w in ws])
+    secs = _median_s(lambda: jax.block_until_ready(fn(x, ws)), 20)
+    line += f"  {name} {1e3 * secs / layers:.3f} ms"
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+
+    tdt = getattr(torch, dtype.name)
+    tx = torch.ones(m, k, dtype=tdt)
+    tws = [torch.from_numpy(np.array(w, np.float32)).to(tdt) for w in w_nk]
+    linear = torch.nn.functional.linear
+    tsecs = _median_s(lambda: [linear(tx, w).sum() for w in tws], 20)
+    line += f"  torch linear {1e3 * tsecs / layers:.3f} ms"
+  except ImportError:
+    line += "  torch not installed"
+  print(line + " (per matmul)", flush=True)
+
+
+def _head_weight_gradient() -> None:
+  """The tied SmolLM2 head's bf16 weight gradient dW = x^T g, two ways."""
   f32, bf16 = jnp.float32, jnp.bfloat16
 
   def dot(contract):
@@ -64,38 +121,25 @@ def matmul() -> None:
   # dW = x^T g with x [m, d], g [m, v]: as one dot over the leading axis
   # (XLA:CPU upcasts it to float32) and as the library computes it, through
   # a materialised x^T (transformer._transposed).
-  cases = [  # (name, fn, lhs shape, rhs shape, dtype)
-      (
-          "decode f32 [32,576]x[576,1536]",
-          dot((1, 0)),
-          (32, 576),
-          (576, 1536),
-          f32,
-      ),
-      ("head dW bf16 x^T g (leading axis)", dot((0, 0)), (m, d), (m, v), bf16),
+  cases = [  # (name, fn)
+      ("head dW bf16 x^T g (leading axis)", dot((0, 0))),
       (
           "head dW bf16 x^T g (materialised x^T)",
           jax.jit(lambda a, b: dot((1, 0))(transformer._transposed(a), b)),  # pylint: disable=protected-access
-          (m, d),
-          (m, v),
-          bf16,
       ),
   ]
-  for i, (name, fn, sa, sb, dt) in enumerate(cases):
-    a, b = jnp.ones(sa, dt), jnp.ones(sb, dt)
-    flops = 2.0 * sa[0] * sa[1] * sb[1]
+  a, b = jnp.ones((m, d), bf16), jnp.ones((m, v), bf16)
+  flops = 2.0 * m * d * v
+  for name, fn in cases:
     secs = _median_s(lambda: fn(a, b).block_until_ready())
     line = f"  {name:40s} jax {flops / secs / 1e9:7.0f} GFLOP/s"
     line += f" ({secs * 1e3:.1f} ms)"
     try:
       import torch  # pylint: disable=g-import-not-at-top
 
-      ta = torch.ones(*sa, dtype=getattr(torch, jnp.dtype(dt).name))
-      tb = torch.ones(*sb, dtype=ta.dtype)
-      if i == 0:
-        tsecs = _median_s(lambda: ta @ tb)
-      else:
-        tsecs = _median_s(lambda: ta.T @ tb)
+      ta = torch.ones(m, d, dtype=torch.bfloat16)
+      tb = torch.ones(m, v, dtype=ta.dtype)
+      tsecs = _median_s(lambda: ta.T @ tb)
       line += f"   torch {flops / tsecs / 1e9:7.0f} GFLOP/s"
     except ImportError:
       line += "   torch not installed"
