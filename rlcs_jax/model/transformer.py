@@ -103,11 +103,12 @@ def to_sampling_layout(params):
   """Canonical params -> the layout of `Transformer(transposed_weights=True)`.
 
   Every matrix but the embedding is copied output axes first. XLA:CPU runs
-  a matmul of few rows (a decode step's B) 1.1-1.4x faster in float32 and
-  1.2-1.4x in bf16 (whole SmolLM2 decode steps at B = 8-32) when the
-  weights are the dot's left operand, which needs them [out, in]. A
-  transpose written next to the dot is folded back into it, so the copy
-  is made once, outside the decode loop.
+  a matmul of few rows (a decode step's B) faster when the weights are the
+  dot's left operand, which needs them [out, in]: 1.2-2x in float32 at
+  B = 8 and 1.8-2.5x in bf16 at B = 16 on SmolLM2's MLP shapes
+  (`experiments/cpu_profile.py --sections matmul`). A transpose written
+  next to the dot is folded back into it, so the copy is made once,
+  outside the decode loop.
   """
 
   def convert(path, x):
