@@ -100,7 +100,7 @@ def export(name: str, out_dir: str) -> dict:
 def matmul_flops(size: int, dtype: str, reps: int) -> float:
   """FLOP/s of one dense [n, n] @ [n, n] on the model's matmul dtype path.
 
-  The path is the one `transformer._dot` takes: inputs in the compute dtype,
+  The path is the one `matmul.dot` takes: inputs in the compute dtype,
   float32 accumulation.
   """
   dt = dtype_of(dtype)
@@ -163,24 +163,13 @@ def read_bytes_per_s(num_bytes: int, reps: int) -> dict[str, float]:
   return rates
 
 
-def matmul_params(cfg: ModelConfig) -> int:
-  """Parameters read (and multiplied) by one token's forward pass.
-
-  Mirrors `ModelConfig.flops_per_token`: every parameter but the input
-  embedding lookup; with tied embeddings the table is also the output head.
-  """
-  return cfg.num_params() - (
-      0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model
-  )
-
-
 def roofline(cfg: ModelConfig, st: bs.Settings) -> dict:
   """The two machine rates and the model sizes of the decode roofline.
 
   Measured rates, not a profile of our decode: `bench.decode_roofline`
   turns them into the least time any float32 implementation could take.
   """
-  n = matmul_params(cfg)
+  n = cfg.matmul_params()
   reads = read_bytes_per_s(4 * n, st.reps)
   return {
       "matmul_flops_per_s": matmul_flops(st.matmul_size, "float32", st.reps),

@@ -41,7 +41,7 @@ import numpy as np
 from experiments import bench_setup as bs
 from rlcs_jax import host_memory
 from rlcs_jax.model.config import PRESETS, ModelConfig
-from rlcs_jax.model import transformer
+from rlcs_jax.model import matmul as matmul_lib
 from rlcs_jax.model.transformer import Transformer
 from rlcs_jax.sampler import sampling
 
@@ -68,19 +68,19 @@ def _decode_matmuls(m: int, k: int, n: int, dtype, layers: int = 30) -> None:
   weights stream from memory as in decode), in one jitted call.
 
   x @ w with w [k, n] (the canonical layout), and with the weights as the
-  left operand (w [n, k], `transformer._weights_left_matmul`, the sampler's
+  left operand (w [n, k], `matmul_lib.weights_left_matmul`, the sampler's
   layout on CPU); torch `F.linear` (w [n, k], what HF runs) when installed.
   """
   keys = jax.random.split(jax.random.key(0), layers)
   w_kn = [
       jax.random.normal(kk, (k, n), jnp.float32).astype(dtype) for kk in keys
   ]
-  w_nk = [transformer._to_output_major(w, 1) for w in w_kn]  # pylint: disable=protected-access
+  w_nk = [w.T for w in w_kn]  # Copies, stored [n, k].
   x = jnp.ones((m, k), dtype)
   forms = {
-      "x @ w": (lambda x, w: transformer.matmul(x, w, dtype), w_kn),
+      "x @ w": (lambda x, w: matmul_lib.matmul(x, w, dtype), w_kn),
       "weights left": (
-          lambda x, w: transformer._weights_left_matmul(x, w, dtype),  # pylint: disable=protected-access
+          lambda x, w: matmul_lib.weights_left_matmul(x, w, dtype),
           w_nk,
       ),
   }
@@ -120,12 +120,12 @@ def _head_weight_gradient() -> None:
   m, d, v = 2048, 576, 49152
   # dW = x^T g with x [m, d], g [m, v]: as one dot over the leading axis
   # (XLA:CPU upcasts it to float32) and as the library computes it, through
-  # a materialised x^T (transformer._transposed).
+  # a materialised x^T (matmul_lib.transposed).
   cases = [  # (name, fn)
       ("head dW bf16 x^T g (leading axis)", dot((0, 0))),
       (
           "head dW bf16 x^T g (materialised x^T)",
-          jax.jit(lambda a, b: dot((1, 0))(transformer._transposed(a), b)),  # pylint: disable=protected-access
+          jax.jit(lambda a, b: dot((1, 0))(matmul_lib.transposed(a), b)),
       ),
   ]
   a, b = jnp.ones((m, d), bf16), jnp.ones((m, v), bf16)

@@ -113,13 +113,19 @@ class ModelConfig:
     emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
     return self.num_layers * per_layer + emb + d
 
-  def flops_per_token(self, seq_len: int) -> float:
-    """Forward+backward model FLOPs per token (6N + attention), PaLM style."""
-    # Every parameter is a matmul weight except the input embedding lookup
-    # (when tied, the same table is also the output head matmul).
-    n_matmul = self.num_params() - (
+  def matmul_params(self) -> int:
+    """Parameters one token's forward pass multiplies by.
+
+    Every parameter is a matmul weight except the input embedding lookup
+    (when tied, the same table is also the output head matmul).
+    """
+    return self.num_params() - (
         0 if self.tie_embeddings else self.vocab_size * self.d_model
     )
+
+  def flops_per_token(self, seq_len: int) -> float:
+    """Forward+backward model FLOPs per token (6N + attention), PaLM style."""
+    n_matmul = self.matmul_params()
     attn = 12 * self.num_layers * self.num_heads * self.head_dim * seq_len / 2
     return 6.0 * n_matmul + attn
 

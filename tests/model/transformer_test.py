@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rlcs_jax.model.config import PRESETS, ModelConfig
+from rlcs_jax.model import matmul as matmul_lib
 from rlcs_jax.model import transformer
 from rlcs_jax.model.transformer import Transformer, init_cache, output_logits
 
@@ -145,7 +146,7 @@ def test_mixed_matmul_gradients(transpose_w):
   w = jax.random.normal(kw, (24, 16) if transpose_w else (16, 24))
   g = jax.random.normal(kg, (6, 24))
   f = lambda x, w: jnp.sum(
-      transformer.matmul(x, w, jnp.bfloat16, transpose_w) * g
+      matmul_lib.matmul(x, w, jnp.bfloat16, transpose_w) * g
   )
   dx, dw = jax.grad(f, argnums=(0, 1))(x, w)
   assert dx.dtype == dw.dtype == jnp.float32
