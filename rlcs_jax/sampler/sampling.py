@@ -153,23 +153,69 @@ def _choose(
   """Picks the next token; returns (token_B, logprob_B).
 
   Reductions over V only, no [B, V] log-softmax array: every decoded token
-  pays this over the whole vocabulary (49k for SmolLM2). Sampling is the
-  Gumbel-max draw of `jax.random.categorical` (same key, same token).
+  pays this over the whole vocabulary (49k for SmolLM2). Sampling draws one
+  uniform number per row (`_inverse_cdf_draw`), not one per vocabulary
+  entry as `jax.random.categorical`'s Gumbel-max does: on CPU those 49k
+  random numbers per row cost more than the rest of the choice.
   """
   z = logits_BV.astype(jnp.float32)
   if not cfg.greedy:
     z = z / cfg.temperature
   top = jnp.max(z, axis=-1, keepdims=True)
-  log_total = jnp.log(jnp.sum(jnp.exp(z - top), axis=-1))
   if cfg.greedy:
     token = _first_argmax(z)
+    total = jnp.sum(jnp.exp(z - top), axis=-1)
+  elif cfg.top_k > 0 or cfg.top_p < 1.0:
+    # The filtered logits keep the top one, so `top` is their maximum too.
+    weights = jnp.exp(_filter_logits(logits_BV, cfg) - top)
+    token, _ = _inverse_cdf_draw(weights, rng)
+    total = jnp.sum(jnp.exp(z - top), axis=-1)
   else:
-    filtered = _filter_logits(logits_BV, cfg)
-    token = _first_argmax(
-        filtered + jax.random.gumbel(rng, filtered.shape, filtered.dtype)
-    )
+    token, total = _inverse_cdf_draw(jnp.exp(z - top), rng)
   chosen = jnp.take_along_axis(z - top, token[:, None], axis=-1)[:, 0]
-  return token, chosen - log_total
+  return token, chosen - jnp.log(total)
+
+
+_DRAW_BLOCK = 256
+
+
+def _inverse_cdf_draw(weights_BV: Array, rng: Array) -> tuple[Array, Array]:
+  """Index i drawn with probability weights[i] / sum(weights), per row.
+
+  Weights are >= 0 with a positive sum. One uniform u per row, scaled by
+  the row's total, is located in the cumulative sums in two steps: among
+  blocks of `_DRAW_BLOCK` entries (cumulative block masses), then inside
+  the chosen block. Returns (index_B, total_B). An index always has a
+  positive weight, also when float rounding puts u at or past the end.
+  """
+  b, v = weights_BV.shape
+  blk = min(_DRAW_BLOCK, v)
+  nb = -(-v // blk)
+  w_BNK = jnp.pad(weights_BV, ((0, 0), (0, nb * blk - v))).reshape(b, nb, blk)
+  mass_BN = jnp.sum(w_BNK, axis=-1)
+  cum_BN = jnp.cumsum(mass_BN, axis=-1)
+  total_B = cum_BN[:, -1]
+  u_B = jax.random.uniform(rng, (b,), jnp.float32) * total_B
+  block_B = _first_above(cum_BN, u_B, mass_BN)
+  before_B = jnp.where(
+      block_B > 0,
+      jnp.take_along_axis(cum_BN, jnp.maximum(block_B - 1, 0)[:, None], 1)[
+          :, 0
+      ],
+      0.0,
+  )
+  w_BK = jnp.take_along_axis(w_BNK, block_B[:, None, None], axis=1)[:, 0]
+  inner_B = _first_above(jnp.cumsum(w_BK, axis=-1), u_B - before_B, w_BK)
+  return block_B * blk + inner_B, total_B
+
+
+def _first_above(cum_BX: Array, u_B: Array, w_BX: Array) -> Array:
+  """First x with cum[x] > u (so w[x] > 0); past the end, the last x with
+  w[x] > 0."""
+  count = jnp.sum(cum_BX <= u_B[:, None], axis=-1)
+  ids = jax.lax.broadcasted_iota(jnp.int32, w_BX.shape, 1)
+  last = jnp.max(jnp.where(w_BX > 0, ids, 0), axis=-1)
+  return jnp.minimum(count, last).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg",))

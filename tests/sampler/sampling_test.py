@@ -116,6 +116,31 @@ def test_top_p_keeps_smallest_nucleus():
   assert kept[0].tolist() == [True, True, True, False]
 
 
+def test_inverse_cdf_draw_follows_the_weights():
+  # 600 entries: blocks of 256, the last one partial; zero weights inside
+  # and at the ends of blocks, mass on both sides of a block boundary.
+  probs = np.zeros(600)
+  support = [0, 3, 255, 256, 300, 511, 512, 599]
+  probs[support] = [0.05, 0.2, 0.1, 0.15, 0.02, 0.08, 0.3, 0.1]
+  n = 20000
+  weights = jnp.broadcast_to(jnp.asarray(3.0 * probs, jnp.float32), (n, 600))
+  index, total = sampling._inverse_cdf_draw(weights, jax.random.key(0))
+  np.testing.assert_allclose(total, 3.0, rtol=1e-5)
+  counts = np.bincount(np.asarray(index), minlength=600)
+  assert counts[probs == 0].sum() == 0
+  # Each frequency within 4.5 binomial standard deviations.
+  sd = np.sqrt(n * probs * (1 - probs))
+  assert (np.abs(counts - n * probs) <= 4.5 * sd).all(), counts[support]
+
+
+def test_first_above_never_picks_a_zero_weight():
+  w = jnp.array([[0.0, 2.0, 0.0, 1.0, 0.0, 0.0]])
+  cum = jnp.cumsum(w, axis=-1)
+  pick = lambda u: int(sampling._first_above(cum, jnp.array([u]), w)[0])
+  assert [pick(u) for u in (0.0, 1.999, 2.0, 2.5)] == [1, 1, 3, 3]
+  assert pick(3.0) == 3 and pick(7.0) == 3  # At or past the total.
+
+
 def test_sampled_logprobs_match_forward(params):
   cfg = sampling.SamplingConfig(max_new_tokens=5, temperature=0.7)
   out = sampling.generate(params, CFG, PROMPTS[:2], cfg, jax.random.key(1))
