@@ -1,16 +1,18 @@
 """Per-token log-probabilities and entropies of targets under logits.
 
-Everything is computed in float32 whatever the logits dtype, from one
-`logsumexp` over the vocabulary and one `take_along_axis` gather:
+Everything is computed in float32 whatever the logits dtype, from one exp
+over the vocabulary and one `take_along_axis` gather:
 
-  log p(y_t) = z_t[y_t] − lse(z_t)
-  H_t = lse(z_t) − Σ_v softmax(z_t)_v · z_t,v
+  log p(y_t) = z_t[y_t] − log S_t,  S_t = Σ_v exp(z_t,v)
+  H_t = log S_t − Σ_v exp(z_t,v) · z_t,v / S_t
 
 with z = logits / temperature, shifted by its row maximum first (as
-`logsumexp` does anyway): lse and Σ p·z are then O(ln V) instead of O(|z|),
-so the entropy difference does not cancel catastrophically for large logits.
-No log-softmax copy of the [B, L, V] logits is materialised; XLA fuses the
-shift and the softmax-weighted sum into the reductions.
+`logsumexp` does anyway): S is in [1, V] and log S and Σ p·z are O(ln V)
+instead of O(|z|), so the entropy difference does not cancel
+catastrophically for large logits. The two sums share one exp, the costly
+part on CPU (a logsumexp followed by a softmax took two). No log-softmax
+copy of the [B, L, V] logits is materialised; XLA fuses the shift and the
+weighted sum into the reductions.
 
 Target ids outside [0, V) (e.g. a padding id of −1) are clamped into range:
 they only occur at masked positions, and clamping keeps those positions
@@ -57,7 +59,8 @@ def token_logprobs(
       log-probs match the sampling distribution).
   """
   z_BLV = _shifted_logits(logits_BLV, temperature)
-  lse_BL = jax.nn.logsumexp(z_BLV, axis=-1)
+  # z is already shifted: `jax.nn.logsumexp` would take its max again.
+  lse_BL = jnp.log(jnp.sum(jnp.exp(z_BLV), axis=-1))
   return _target_logits(z_BLV, targets_BL) - lse_BL
 
 
@@ -72,11 +75,14 @@ def token_logprobs_and_entropy(
   The entropy is in nats, in [0, ln V]. Arguments as in `token_logprobs`.
   """
   z_BLV = _shifted_logits(logits_BLV, temperature)
-  lse_BL = jax.nn.logsumexp(z_BLV, axis=-1)
-  probs_BLV = jnp.exp(z_BLV - lse_BL[..., None])
+  # Both sums from one exp over [B, L, V] (XLA fuses the two reductions);
+  # the max of z is 0, so the total is in [1, V].
+  exp_BLV = jnp.exp(z_BLV)
+  total_BL = jnp.sum(exp_BLV, axis=-1)
   # Masked vocabulary entries (z = −inf) have probability 0 and must add 0,
   # not 0·(−inf) = NaN, in the value and in the gradient.
   finite_z_BLV = jnp.where(z_BLV > -jnp.inf, z_BLV, 0.0)
-  entropy_BL = lse_BL - jnp.sum(probs_BLV * finite_z_BLV, axis=-1)
+  lse_BL = jnp.log(total_BL)
+  entropy_BL = lse_BL - jnp.sum(exp_BLV * finite_z_BLV, axis=-1) / total_BL
   logp_BL = _target_logits(z_BLV, targets_BL) - lse_BL
   return logp_BL, entropy_BL
