@@ -1,6 +1,6 @@
 """The profiles behind the README's Performance notes (CPU).
 
-  python -m experiments.cpu_profile [--sections matmul,decode,train]
+  python -m experiments.cpu_profile [--sections matmul,decode,train,logprobs]
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
@@ -15,6 +15,12 @@ decode  a SmolLM2-shaped model (random weights) decoding B=8 x 512 tokens in
         float32: ms per token and the share of executed op time per kind of
         XLA op and source op (layers merged), read from a `jax.profiler`
         trace and the decode loop's compiled HLO.
+logprobs  GRPO's completion log-probs and entropies over SmolLM2's vocabulary
+        ([16, 128, 49152] float32 logits, a GRPO step's completions):
+        `token_logprobs_and_entropy` (one native variadic reduction) vs
+        the same quantities from jnp reductions (logsumexp, then a softmax
+        for the entropy), forward alone (the reference pass) and forward +
+        backward (the update), interleaved in one process.
 train   the same model's SFT step (B=8 x 256, forward + backward + AdamW) in
         float32 and with bfloat16 compute: seconds per step, the minor page
         faults and kernel time of one step, and the same op-time shares.
@@ -32,6 +38,7 @@ import glob
 import re
 import resource
 import tempfile
+import time
 
 import flax.linen as nn
 import jax
@@ -209,6 +216,44 @@ def train(batch: int = 8, seq: int = 256) -> None:
     _op_time_breakdown(run, "one step")
 
 
+def logprobs(reps: int = 5) -> None:
+  from rlcs_jax.grpo import logprobs as lp  # pylint: disable=g-import-not-at-top
+
+  logits = 3 * jax.random.normal(jax.random.key(0), (16, 128, 49152))
+  targets = jax.random.randint(jax.random.key(1), (16, 128), 0, 49152)
+  weights = jax.random.normal(jax.random.key(2), (16, 128))
+
+  def plain(x):  # The implementation `_exp_sums` replaced (9a8273f^).
+    z = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+    lse = jax.nn.logsumexp(z, axis=-1)
+    probs = jnp.exp(z - lse[..., None])
+    finite_z = jnp.where(z > -jnp.inf, z, 0.0)
+    entropy = lse - jnp.sum(probs * finite_z, axis=-1)
+    target = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
+    return target - lse, entropy
+
+  ours = lambda x: lp.token_logprobs_and_entropy(x, targets)
+  runs = {}
+  for name, fn in (("jnp reductions", plain), ("_exp_sums", ours)):
+    loss = lambda x, fn=fn: (jnp.sum(fn(x)[0] * weights) + jnp.mean(fn(x)[1]))
+    runs[name] = {
+        "forward": jax.jit(lambda x, fn=fn: fn(x)[0]),
+        "forward + backward": jax.jit(jax.grad(loss)),
+    }
+  for fns in runs.values():
+    for fn in fns.values():
+      jax.block_until_ready(fn(logits))  # Compile.
+  times = collections.defaultdict(list)
+  for _ in range(reps):  # Interleaved, so machine drift hits both alike.
+    for name, fns in runs.items():
+      for what, fn in fns.items():
+        start = time.perf_counter()
+        jax.block_until_ready(fn(logits))
+        times[what, name].append(time.perf_counter() - start)
+  for (what, name), ts in sorted(times.items()):
+    print(f"  {what:18s} {name:15s} {1e3 * np.median(ts):6.0f} ms")
+
+
 def _random_params(cfg: ModelConfig):
   return jax.jit(
       lambda: nn.meta.unbox(
@@ -249,11 +294,14 @@ def _op_time_breakdown(fn, what: str, top: int = 6, sources=None) -> None:
 def main() -> None:
   host_memory.reuse_freed_memory()  # As `rlcs_jax.main` does.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sections", default="matmul,decode,train")
+  parser.add_argument("--sections", default="matmul,decode,train,logprobs")
   args = parser.parse_args()
   for section in args.sections.split(","):
     print(section.upper(), flush=True)
-    {"matmul": matmul, "decode": decode, "train": train}[section]()
+    sections = dict(
+        matmul=matmul, decode=decode, train=train, logprobs=logprobs
+    )
+    sections[section]()
 
 
 if __name__ == "__main__":

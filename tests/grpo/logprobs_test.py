@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rlcs_jax.grpo import logprobs
 
@@ -62,23 +63,25 @@ def test_matches_reference_with_temperature():
     assert np.all(entropy <= math.log(logits.shape[-1]) + 1e-5)
 
 
-def test_gradients_match_reference():
-  logits, targets = _inputs(seed=1)
+@pytest.mark.parametrize("vocab", [11, 512])  # Summed in one block; in two.
+def test_gradients_match_reference(vocab):
+  logits, targets = _inputs(seed=1, shape=(2, 5, vocab))
 
-  def ours(x):
-    logp, entropy = logprobs.token_logprobs_and_entropy(x, targets)
+  def loss(fn, x, temperature):
+    logp, entropy = fn(x, targets, temperature)
     return jnp.sum(logp) + 0.3 * jnp.sum(entropy)
 
-  def ref(x):
-    logp, entropy = _reference(x, targets)
-    return jnp.sum(logp) + 0.3 * jnp.sum(entropy)
-
-  np.testing.assert_allclose(
-      jax.jit(jax.grad(ours))(logits),
-      jax.jit(jax.grad(ref))(logits),
-      rtol=1e-4,
-      atol=1e-6,
+  ours = lambda x, t: loss(
+      lambda *a: logprobs.token_logprobs_and_entropy(*a[:2], temperature=a[2]),
+      x,
+      t,
   )
+  ref = lambda x, t: loss(_reference, x, t)
+  for t in (1.0, 0.7):
+    got = jax.jit(jax.grad(ours, argnums=(0, 1)))(logits, t)
+    want = jax.jit(jax.grad(ref, argnums=(0, 1)))(logits, t)
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
 def test_bfloat16_logits_give_float32_and_large_offsets_are_stable():
