@@ -1,6 +1,7 @@
 """The profiles behind the README's Performance notes (CPU).
 
-  python -m experiments.cpu_profile [--sections matmul,decode,train,logprobs]
+  python -m experiments.cpu_profile \
+      [--sections matmul,decode,train,logprobs,sampling]
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
@@ -15,15 +16,20 @@ decode  a SmolLM2-shaped model (random weights) decoding B=8 x 512 tokens in
         float32: ms per token and the share of executed op time per kind of
         XLA op and source op (layers merged), read from a `jax.profiler`
         trace and the decode loop's compiled HLO.
+train   the same model's SFT step (B=8 x 256, forward + backward + AdamW) in
+        float32 and with bfloat16 compute: seconds per step, the minor page
+        faults and kernel time of one step, and the same op-time shares.
 logprobs  GRPO's completion log-probs and entropies over SmolLM2's vocabulary
         ([16, 128, 49152] float32 logits, a GRPO step's completions):
         `token_logprobs_and_entropy` (one native variadic reduction) vs
         the same quantities from jnp reductions (logsumexp, then a softmax
         for the entropy), forward alone (the reference pass) and forward +
         backward (the update), interleaved in one process.
-train   the same model's SFT step (B=8 x 256, forward + backward + AdamW) in
-        float32 and with bfloat16 compute: seconds per step, the minor page
-        faults and kernel time of one step, and the same op-time shares.
+sampling  one sampled token's choice over SmolLM2's vocabulary at B = 16
+        (a GRPO rollout's batch): `sampling._choose` (one uniform number
+        per row, inverse CDF) vs the Gumbel-max draw (the same draw as
+        `jax.random.categorical`) it replaced, 128 choices in a jitted
+        loop.
 
 Like `rlcs_jax.main`, it first calls `host_memory.reuse_freed_memory()`;
 RLCS_JAX_MALLOC=default profiles with glibc's default malloc instead.
@@ -254,6 +260,44 @@ def logprobs(reps: int = 5) -> None:
     print(f"  {what:18s} {name:15s} {1e3 * np.median(ts):6.0f} ms")
 
 
+def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
+  vocab = PRESETS["smollm2_135m"]["vocab_size"]
+  logits = 4 * jax.random.normal(jax.random.key(0), (batch, vocab))
+  cfg = sampling.SamplingConfig(max_new_tokens=1)
+
+  def gumbel(z, key):  # The draw `_choose` replaced (486673d^).
+    top = jnp.max(z, axis=-1, keepdims=True)
+    log_total = jnp.log(jnp.sum(jnp.exp(z - top), axis=-1))
+    noise = jax.random.gumbel(key, z.shape, z.dtype)
+    token = sampling._first_argmax(z + noise)  # pylint: disable=protected-access
+    return (
+        token,
+        jnp.take_along_axis(z - top, token[:, None], 1)[:, 0] - log_total,
+    )
+
+  ours = lambda z, key: sampling._choose(z, key, cfg)  # pylint: disable=protected-access
+  runs = {}
+  for name, choose in (("Gumbel-max", gumbel), ("inverse CDF", ours)):
+
+    def loop(z, key, choose=choose):
+      def body(i, acc):
+        token, logp = choose(z + acc[:, None], jax.random.fold_in(key, i))
+        return acc + 1e-3 * logp + 1e-6 * token
+
+      return jax.lax.fori_loop(0, steps, body, jnp.zeros((batch,)))
+
+    runs[name] = jax.jit(loop)
+    jax.block_until_ready(runs[name](logits, jax.random.key(1)))  # Compile.
+  times = collections.defaultdict(list)
+  for _ in range(reps):
+    for name, fn in runs.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(logits, jax.random.key(1)))
+      times[name].append(time.perf_counter() - start)
+  for name, ts in times.items():
+    print(f"  {name:12s} {1e3 * np.median(ts) / steps:.2f} ms per token")
+
+
 def _random_params(cfg: ModelConfig):
   return jax.jit(
       lambda: nn.meta.unbox(
@@ -294,12 +338,18 @@ def _op_time_breakdown(fn, what: str, top: int = 6, sources=None) -> None:
 def main() -> None:
   host_memory.reuse_freed_memory()  # As `rlcs_jax.main` does.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sections", default="matmul,decode,train,logprobs")
+  parser.add_argument(
+      "--sections", default="matmul,decode,train,logprobs,sampling"
+  )
   args = parser.parse_args()
   for section in args.sections.split(","):
     print(section.upper(), flush=True)
     sections = dict(
-        matmul=matmul, decode=decode, train=train, logprobs=logprobs
+        matmul=matmul,
+        decode=decode,
+        train=train,
+        logprobs=logprobs,
+        sampling=sampling_choice,
     )
     sections[section]()
 
