@@ -63,7 +63,7 @@ def test_matches_reference_with_temperature():
     assert np.all(entropy <= math.log(logits.shape[-1]) + 1e-5)
 
 
-@pytest.mark.parametrize("vocab", [11, 512])  # Summed in one block; in two.
+@pytest.mark.parametrize("vocab", [11, 512])  # Blocks of 1; two of 256.
 def test_gradients_match_reference(vocab):
   logits, targets = _inputs(seed=1, shape=(2, 5, vocab))
 
