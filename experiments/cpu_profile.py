@@ -241,23 +241,17 @@ def logprobs(reps: int = 5) -> None:
   ours = lambda x: lp.token_logprobs_and_entropy(x, targets)
   runs = {}
   for name, fn in (("jnp reductions", plain), ("_exp_sums", ours)):
-    loss = lambda x, fn=fn: (jnp.sum(fn(x)[0] * weights) + jnp.mean(fn(x)[1]))
-    runs[name] = {
-        "forward": jax.jit(lambda x, fn=fn: fn(x)[0]),
-        "forward + backward": jax.jit(jax.grad(loss)),
-    }
-  for fns in runs.values():
-    for fn in fns.values():
-      jax.block_until_ready(fn(logits))  # Compile.
-  times = collections.defaultdict(list)
-  for _ in range(reps):  # Interleaved, so machine drift hits both alike.
-    for name, fns in runs.items():
-      for what, fn in fns.items():
-        start = time.perf_counter()
-        jax.block_until_ready(fn(logits))
-        times[what, name].append(time.perf_counter() - start)
-  for (what, name), ts in sorted(times.items()):
-    print(f"  {what:18s} {name:15s} {1e3 * np.median(ts):6.0f} ms")
+
+    def loss(x, fn=fn):
+      logp, entropy = fn(x)
+      return jnp.sum(logp * weights) + jnp.mean(entropy)
+
+    forward = jax.jit(lambda x, fn=fn: fn(x)[0])
+    runs["forward", name] = lambda f=forward: f(logits)
+    backward = jax.jit(jax.grad(loss))
+    runs["forward + backward", name] = lambda f=backward: f(logits)
+  for (what, name), secs in sorted(_interleaved_median_s(runs, reps).items()):
+    print(f"  {what:18s} {name:15s} {1e3 * secs:6.0f} ms")
 
 
 def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
@@ -286,16 +280,23 @@ def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
 
       return jax.lax.fori_loop(0, steps, body, jnp.zeros((batch,)))
 
-    runs[name] = jax.jit(loop)
-    jax.block_until_ready(runs[name](logits, jax.random.key(1)))  # Compile.
+    runs[name] = lambda f=jax.jit(loop): f(logits, jax.random.key(1))
+  for name, secs in _interleaved_median_s(runs, reps).items():
+    print(f"  {name:12s} {1e3 * secs / steps:.2f} ms per token")
+
+
+def _interleaved_median_s(runs: dict, reps: int) -> dict:
+  """Median seconds of each no-argument run (after one compiling call),
+  timed in turn rep by rep so that machine drift hits all of them alike."""
+  for fn in runs.values():
+    jax.block_until_ready(fn())
   times = collections.defaultdict(list)
   for _ in range(reps):
-    for name, fn in runs.items():
+    for key, fn in runs.items():
       start = time.perf_counter()
-      jax.block_until_ready(fn(logits, jax.random.key(1)))
-      times[name].append(time.perf_counter() - start)
-  for name, ts in times.items():
-    print(f"  {name:12s} {1e3 * np.median(ts) / steps:.2f} ms per token")
+      jax.block_until_ready(fn())
+      times[key].append(time.perf_counter() - start)
+  return {key: float(np.median(ts)) for key, ts in times.items()}
 
 
 def _random_params(cfg: ModelConfig):

@@ -197,13 +197,9 @@ def _inverse_cdf_draw(weights_BV: Array, rng: Array) -> tuple[Array, Array]:
   total_B = cum_BN[:, -1]
   u_B = jax.random.uniform(rng, (b,), jnp.float32) * total_B
   block_B = _first_above(cum_BN, u_B, mass_BN)
-  before_B = jnp.where(
-      block_B > 0,
-      jnp.take_along_axis(cum_BN, jnp.maximum(block_B - 1, 0)[:, None], 1)[
-          :, 0
-      ],
-      0.0,
-  )
+  # The mass before the chosen block: the exclusive cumulative sum.
+  before_BN = jnp.pad(cum_BN[:, :-1], ((0, 0), (1, 0)))
+  before_B = jnp.take_along_axis(before_BN, block_B[:, None], axis=1)[:, 0]
   w_BK = jnp.take_along_axis(w_BNK, block_B[:, None, None], axis=1)[:, 0]
   inner_B = _first_above(jnp.cumsum(w_BK, axis=-1), u_B - before_B, w_BK)
   return block_B * blk + inner_B, total_B
