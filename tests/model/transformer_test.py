@@ -227,3 +227,35 @@ def test_config_validation():
     ModelConfig(**{**PRESETS["test"], "dtype": "float8"})
   cfg = ModelConfig(**PRESETS["smollm2_135m"])
   assert 134e6 < cfg.num_params() < 136e6
+
+
+def test_bf16_cache_decode():
+  """With a bf16 cache, cached decode stays close to the full bf16 forward,
+  and a compiled decode step never makes a float32 copy of a cache layer:
+  the attention products read the cache as bf16 and the write converts no
+  values (both once converted the whole cache for every token)."""
+  cfg = ModelConfig(
+      **{**PRESETS["test"], "dtype": "bfloat16", "cache_dtype": "bfloat16"}
+  )
+  _, _, params = _model()
+  model = Transformer(cfg)
+  tokens = jax.random.randint(jax.random.key(7), (2, 10), 0, cfg.vocab_size)
+  full, _ = model.apply({"params": params}, tokens)
+  step = jax.jit(model.apply)
+  cache = init_cache(cfg, 2, 24)
+  logits, cache = step({"params": params}, tokens[:, :4], cache=cache)
+  steps = [logits]
+  for t in range(4, 10):
+    logits, cache = step({"params": params}, tokens[:, t : t + 1], cache=cache)
+    steps.append(logits)
+  layer = cache["layers"][0]
+  assert layer["k"].dtype == layer["v"].dtype == jnp.bfloat16
+  np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=0.05)
+  hlo = (
+      step.lower({"params": params}, tokens[:, :1], cache=cache)
+      .compile()
+      .as_text()
+  )
+  for x in (layer["k"], layer["v"]):
+    f32_copy = "f32[" + ",".join(map(str, x.shape)) + "]"
+    assert f32_copy not in hlo, f32_copy
