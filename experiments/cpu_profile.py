@@ -1,7 +1,7 @@
 """The profiles behind the README's Performance notes (CPU).
 
   python -m experiments.cpu_profile \
-      [--sections matmul,decode,train,logprobs,sampling]
+      [--sections matmul,decode,train,logprobs,sampling,rollout]
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
@@ -25,6 +25,9 @@ logprobs  GRPO's completion log-probs and entropies over SmolLM2's vocabulary
         the same quantities from jnp reductions (logsumexp, then a softmax
         for the entropy), forward alone (the reference pass) and forward +
         backward (the update), interleaved in one process.
+rollout  a GRPO rollout's generation (SmolLM2 shape, random weights, B = 16,
+        prompt 16 + 128 sampled tokens, bf16 compute) with a float32 and
+        with a bf16 KV cache, interleaved: ms per sampled token.
 sampling  one sampled token's choice over SmolLM2's vocabulary at B = 16
         (a GRPO rollout's batch): `sampling._choose` (one uniform number
         per row, inverse CDF) vs the Gumbel-max draw (the same draw as
@@ -285,6 +288,34 @@ def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
     print(f"  {name:12s} {1e3 * secs / steps:.2f} ms per token")
 
 
+def rollout(batch: int = 16, prompt: int = 16, new: int = 128, reps: int = 3):
+  """A GRPO rollout's generation in bf16 with each KV cache dtype."""
+  base = dataclasses.replace(
+      ModelConfig(**PRESETS["smollm2_135m"]), dtype="bfloat16"
+  )
+  params = _random_params(base)
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(
+      rng.integers(3, base.vocab_size, (batch, prompt)), jnp.int32
+  )
+  valid = jnp.ones(tokens.shape, bool)
+  scfg = sampling.SamplingConfig(
+      max_new_tokens=new, stop_ids=(), prompt_buckets=(prompt,)
+  )
+  runs = {}
+  for cache in ("float32", "bfloat16"):
+    cfg = dataclasses.replace(base, cache_dtype=cache)
+    runs[cache] = lambda cfg=cfg: sampling.generate_arrays(
+        params, tokens, valid, jax.random.key(0), model_cfg=cfg, cfg=scfg
+    )
+  for cache, secs in _interleaved_median_s(runs, reps).items():
+    print(
+        f"  B={batch}, prompt {prompt} + {new} sampled, bf16 compute,"
+        f" {cache} cache: {1e3 * secs / new:.1f} ms per token (prefill"
+        " included)"
+    )
+
+
 def _interleaved_median_s(runs: dict, reps: int) -> dict:
   """Median seconds of each no-argument run (after one compiling call),
   timed in turn rep by rep so that machine drift hits all of them alike."""
@@ -340,7 +371,7 @@ def main() -> None:
   host_memory.reuse_freed_memory()  # As `rlcs_jax.main` does.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
-      "--sections", default="matmul,decode,train,logprobs,sampling"
+      "--sections", default="matmul,decode,train,logprobs,sampling,rollout"
   )
   args = parser.parse_args()
   for section in args.sections.split(","):
@@ -351,6 +382,7 @@ def main() -> None:
         train=train,
         logprobs=logprobs,
         sampling=sampling_choice,
+        rollout=rollout,
     )
     sections[section]()
 
