@@ -288,7 +288,9 @@ def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
     print(f"  {name:12s} {1e3 * secs / steps:.2f} ms per token")
 
 
-def rollout(batch: int = 16, prompt: int = 16, new: int = 128, reps: int = 3):
+def rollout(
+    batch: int = 16, prompt: int = 16, new: int = 128, reps: int = 3
+) -> None:
   """A GRPO rollout's generation in bf16 with each KV cache dtype."""
   base = dataclasses.replace(
       ModelConfig(**PRESETS["smollm2_135m"]), dtype="bfloat16"
