@@ -165,9 +165,7 @@ def _head_weight_gradient() -> None:
 def decode(batch: int = 8, new: int = 512) -> None:
   cfg = ModelConfig(**PRESETS["smollm2_135m"])
   params = _random_params(cfg)
-  rng = np.random.default_rng(0)
-  tokens = jnp.asarray(rng.integers(3, cfg.vocab_size, (batch, 64)), jnp.int32)
-  valid = jnp.ones(tokens.shape, bool)
+  tokens, valid = _random_prompts(cfg, batch, 64)
   scfg = sampling.SamplingConfig(
       max_new_tokens=new, greedy=True, stop_ids=(), prompt_buckets=(64,)
   )
@@ -296,11 +294,7 @@ def rollout(
       ModelConfig(**PRESETS["smollm2_135m"]), dtype="bfloat16"
   )
   params = _random_params(base)
-  rng = np.random.default_rng(0)
-  tokens = jnp.asarray(
-      rng.integers(3, base.vocab_size, (batch, prompt)), jnp.int32
-  )
-  valid = jnp.ones(tokens.shape, bool)
+  tokens, valid = _random_prompts(base, batch, prompt)
   scfg = sampling.SamplingConfig(
       max_new_tokens=new, stop_ids=(), prompt_buckets=(prompt,)
   )
@@ -340,6 +334,13 @@ def _random_params(cfg: ModelConfig):
   )()
 
 
+def _random_prompts(cfg: ModelConfig, batch: int, length: int):
+  """(tokens, valid) of `batch` random full-length prompts."""
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, cfg.vocab_size, (batch, length))
+  return jnp.asarray(tokens, jnp.int32), jnp.ones((batch, length), bool)
+
+
 def _op_time_breakdown(fn, what: str, top: int = 6, sources=None) -> None:
   """Share of executed op time per kind of XLA op, from a profiler trace.
 
@@ -376,16 +377,16 @@ def main() -> None:
       "--sections", default="matmul,decode,train,logprobs,sampling,rollout"
   )
   args = parser.parse_args()
+  sections = dict(
+      matmul=matmul,
+      decode=decode,
+      train=train,
+      logprobs=logprobs,
+      sampling=sampling_choice,
+      rollout=rollout,
+  )
   for section in args.sections.split(","):
     print(section.upper(), flush=True)
-    sections = dict(
-        matmul=matmul,
-        decode=decode,
-        train=train,
-        logprobs=logprobs,
-        sampling=sampling_choice,
-        rollout=rollout,
-    )
     sections[section]()
 
 

@@ -27,10 +27,8 @@ same tree with every matrix but the embedding stored output axes first
 (q [N,H,D], o [D,N,H], gate [F,D], down [D,F], lm_head/kernel [V,D], ...),
 the PyTorch `Linear` layout; the sampler decodes with it on CPU.
 
-Cache: {"layers": ({"k": [B,K,H,S], "v": [B,K,S,H]}, ...),
-        "valid": [B,S] bool, "end": int32 scalar (next slot to write)}.
-(`CACHE_LAYOUT`: attention over the cache is then two batched matmuls that
-read it where it lies.)
+The KV cache's layout, allocation (`init_cache`) and writes are in
+`model/kv_cache.py`.
 """
 
 from __future__ import annotations
@@ -42,20 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlcs_jax.model import kv_cache
 from rlcs_jax.model.config import ModelConfig, dtype_of
 from rlcs_jax.model.matmul import dense, dot, matmul
 
 Array = jax.Array
-Cache = dict[str, Any]
 
 _NEG_INF = -1e30  # Finite, so rows with no visible key give no NaN.
-
-# Axes of the cached keys and values (b batch, k kv head, s slot, h head
-# dim). Keys are stored transposed so that both attention products over the
-# cache are plain batched matmuls: scores = q @ k[h, s], out = p @ v[s, h].
-# As [s, h], the scores' matmul read keys transposed and took twice as long.
-CACHE_LAYOUT = {"k": "bkhs", "v": "bksh"}
-CACHE_SLOT_AXIS = {n: a.index("s") for n, a in CACHE_LAYOUT.items()}
 
 
 def _param(module, name, init, names, shape, dtype):
@@ -189,31 +180,12 @@ class Attention(nn.Module):
         (n, h, d),
         pd,
     )
-    if om:
-      # Sampling layout (CPU decode): q, k and v come out of one matmul.
-      # XLA:CPU ran the two few-row matmuls of these small weights slower
-      # per weight element than one (SmolLM2 decoding B = 16 in bf16, a
-      # GRPO rollout: about 2 ms less per token). The concatenation of
-      # loop-invariant weights is hoisted out of the decode loop; under
-      # tensor parallelism it mixes the head shardings of q and k/v, which
-      # XLA resolves by communication (correct, not tuned for).
-      b, l = x_BLD.shape[:2]
-      qkv = dense(
-          x_BLD,
-          jnp.concatenate([w.reshape(-1, d) for w in (wq, wk, wv)], axis=0),
-          1,
-          cd,
-          om,
-      )
-      q = qkv[..., : n * h].reshape(b, l, n, h)
-      kk, v = jnp.split(qkv[..., n * h :].reshape(b, l, 2 * k, h), 2, axis=2)
-    else:
-      q = dense(x_BLD, wq, 1, cd, om)
-      # k and v share their sharding, so they go through one matmul
-      # (stacked on a new axis, which keeps that sharding): fewer, larger
-      # matmuls.
-      kv = dense(x_BLD, jnp.stack([wk, wv], axis=1), 1, cd, om)
-      kk, v = kv[:, :, 0], kv[:, :, 1]
+    q = dense(x_BLD, wq, 1, cd, om)
+    # k and v share their sharding, so they go through one matmul (stacked
+    # on a new axis, which keeps that sharding; the stack of loop-invariant
+    # weights is hoisted out of the decode loop): fewer, larger matmuls.
+    kv = dense(x_BLD, jnp.stack([wk, wv], axis=0 if om else 1), 1, cd, om)
+    kk, v = kv[:, :, 0], kv[:, :, 1]
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       q += _param(self, "q_bias", zeros, ("heads", "head_dim"), (n, h), pd)
@@ -231,10 +203,13 @@ class Attention(nn.Module):
 
     def in_cache_layout(name, x_BLKH):
       return jnp.einsum(
-          f"blkh->{CACHE_LAYOUT[name].replace('s', 'l')}", x_BLKH
+          f"blkh->{kv_cache.CACHE_LAYOUT[name].replace('s', 'l')}", x_BLKH
       ).astype(layer_cache[name].dtype)
 
-    if layer_cache is None or layer_cache["v"].shape[CACHE_SLOT_AXIS["v"]] == 0:
+    if (
+        layer_cache is None
+        or layer_cache["v"].shape[kv_cache.CACHE_SLOT_AXIS["v"]] == 0
+    ):
       out = _attention(q, [(kk, v, new_mask_BLL, False)], cd)
       new_cache = None
       if layer_cache is not None:  # An empty cache becomes the new tokens'.
@@ -245,7 +220,7 @@ class Attention(nn.Module):
       # slice of it (a window of the filled slots) was copied before every
       # read, which cost more than reading all of it (the sampler grows the
       # cache instead).
-      slots = layer_cache["v"].shape[CACHE_SLOT_AXIS["v"]]
+      slots = layer_cache["v"].shape[kv_cache.CACHE_SLOT_AXIS["v"]]
       old_mask_BLS = jnp.broadcast_to(
           ((jnp.arange(slots) < cache_end)[None, :] & cache_valid)[:, None],
           (b, l, slots),
@@ -275,8 +250,8 @@ class Attention(nn.Module):
       for name, new_BLKH in (("k", kk), ("v", v)):
         new = in_cache_layout(name, jnp.where(never_B1K1, 0.0, new_BLKH))
         start = [0, 0, 0, 0]
-        start[CACHE_SLOT_AXIS[name]] = cache_end
-        new_cache[name] = _write_slots(layer_cache[name], new, start)
+        start[kv_cache.CACHE_SLOT_AXIS[name]] = cache_end
+        new_cache[name] = kv_cache.write_slots(layer_cache[name], new, start)
     out = _constrain(
         out,
         (
@@ -293,27 +268,6 @@ class Attention(nn.Module):
     return out, new_cache
 
 
-def _write_slots(cache_x: Array, new_x: Array, start) -> Array:
-  """`dynamic_update_slice` of new slots into a cache array.
-
-  A 16-bit float cache is written through its bit pattern: XLA:CPU's float
-  normalization runs a bf16 update in f32, converting the whole cache to
-  f32 and back for every decoded token; as uint16 no value is converted
-  (the write still copies the cache, which XLA:CPU's in-place update needs
-  a root without the bitcasts for). The same values either way; f32
-  caches are updated in place.
-  """
-  if jnp.dtype(cache_x.dtype).itemsize != 2:
-    return jax.lax.dynamic_update_slice(cache_x, new_x, start)
-  bits = jax.lax.bitcast_convert_type
-  return bits(
-      jax.lax.dynamic_update_slice(
-          bits(cache_x, jnp.uint16), bits(new_x, jnp.uint16), start
-      ),
-      cache_x.dtype,
-  )
-
-
 def _attention(q_BLNH, segments, dtype):
   """Grouped-query attention of L queries over segments of keys.
 
@@ -324,7 +278,7 @@ def _attention(q_BLNH, segments, dtype):
   """
   b, l, n, h = q_BLNH.shape
   keys, _, _, cached = segments[0]
-  k = keys.shape[CACHE_LAYOUT["k"].index("k") if cached else 2]
+  k = keys.shape[kv_cache.CACHE_LAYOUT["k"].index("k") if cached else 2]
   g = n // k
   q = q_BLNH.reshape(b, l, k, g, h)
   # Cached segments contract [B, K, G*L, .] queries with the cache as plain
@@ -332,7 +286,7 @@ def _attention(q_BLNH, segments, dtype):
   # right one's first non-batch axis), the form XLA:CPU hands to YNNPACK
   # without transposing the cache.
   q_BKMH = q.transpose(0, 2, 3, 1, 4).reshape(b, k, g * l, h)
-  kl, vl = CACHE_LAYOUT["k"], CACHE_LAYOUT["v"]
+  kl, vl = kv_cache.CACHE_LAYOUT["k"], kv_cache.CACHE_LAYOUT["v"]
   logits = []
   for keys, _, mask_BLS, cached in segments:
     if cached:
@@ -448,7 +402,7 @@ class Transformer(nn.Module):
       tokens_BL: Array,
       positions_BL: Array | None = None,
       valid_BL: Array | None = None,
-      cache: Cache | None = None,
+      cache: kv_cache.Cache | None = None,
       return_hidden: bool = False,
   ):
     """Runs the model.
@@ -498,7 +452,7 @@ class Transformer(nn.Module):
     if cache is not None and cache["valid"].shape[1] == 0:
       cache_end, cache_valid = cache["end"], valid_BL
     elif cache is not None:
-      _check_cache_room(cache, tokens_BL.shape[1])
+      kv_cache.check_room(cache, tokens_BL.shape[1])
       cache_end = cache["end"]
       cache_valid = jax.lax.dynamic_update_slice(
           cache["valid"], valid_BL, (0, cache_end)
@@ -547,51 +501,6 @@ class LMHead(nn.Module):
     )
     tw = self.transposed_weights
     return _head(hidden_BLD, kernel, cd, output_major=tw, sampling=tw)
-
-
-def _check_cache_room(cache: Cache, new_tokens: int) -> None:
-  """Raises if writing `new_tokens` at `cache["end"]` would overflow.
-
-  S and L are static, so L > S always fails here. `end` is usually traced
-  (inside jit or a decode loop); then `end + L > S` cannot be checked at
-  trace time, and `dynamic_update_slice` would silently clamp the write
-  onto the last slots. Callers that trace `end` must bound it themselves:
-  the sampler checks prompt bucket + max_new_tokens against the cache length
-  before tracing. A concrete `end` (eager calls) is checked here.
-  """
-  slots = cache["valid"].shape[1]
-  if new_tokens > slots:
-    raise ValueError(
-        f"cannot write {new_tokens} tokens into a KV cache of " f"{slots} slots"
-    )
-  try:
-    end = int(cache["end"])
-  except (
-      jax.errors.ConcretizationTypeError,
-      jax.errors.TracerIntegerConversionError,
-  ):
-    return  # Traced: see the docstring.
-  if end + new_tokens > slots:
-    raise ValueError(
-        f"KV cache overflow: writing {new_tokens} tokens at slot {end} needs "
-        f"{end + new_tokens} slots but the cache has {slots}; allocate a "
-        "longer cache (init_cache length)"
-    )
-
-
-def init_cache(cfg: ModelConfig, batch: int, length: int) -> Cache:
-  """Returns an empty cache with room for `length` tokens per row."""
-  cdt = dtype_of(cfg.cache_dtype)
-  sizes = dict(b=batch, k=cfg.num_kv_heads, s=length, h=cfg.head_dim)
-  shape = {n: tuple(sizes[a] for a in CACHE_LAYOUT[n]) for n in ("k", "v")}
-  return {
-      "layers": tuple(
-          {n: jnp.zeros(shape[n], cdt) for n in ("k", "v")}
-          for _ in range(cfg.num_layers)
-      ),
-      "valid": jnp.zeros((batch, length), bool),
-      "end": jnp.zeros((), jnp.int32),
-  }
 
 
 def output_logits(params: Any, cfg: ModelConfig, hidden_BLD: Array) -> Array:

@@ -24,13 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlcs_jax.model import kv_cache
 from rlcs_jax.model.config import ModelConfig, dtype_of
-from rlcs_jax.model.transformer import (
-    CACHE_SLOT_AXIS,
-    Transformer,
-    init_cache,
-    to_sampling_layout,
-)
+from rlcs_jax.model.transformer import Transformer, to_sampling_layout
 
 Array = jax.Array
 
@@ -231,7 +227,7 @@ def prefill(
       {"params": params},
       tokens_BP,
       valid_BL=valid_BP,
-      cache=init_cache(model_cfg, b, 0),
+      cache=kv_cache.init_cache(model_cfg, b, 0),
   )
   # Logits at each row's last valid prompt token (left or right padding).
   last = p - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
@@ -345,7 +341,7 @@ def _grow_cache(cache, size: int):
 
   return {
       "layers": tuple(
-          {n: grow(x, CACHE_SLOT_AXIS[n]) for n, x in layer.items()}
+          {n: grow(x, kv_cache.CACHE_SLOT_AXIS[n]) for n, x in layer.items()}
           for layer in cache["layers"]
       ),
       "valid": grow(cache["valid"], 1),

@@ -11,7 +11,8 @@ import pytest
 from rlcs_jax.model.config import PRESETS, ModelConfig
 from rlcs_jax.model import matmul as matmul_lib
 from rlcs_jax.model import transformer
-from rlcs_jax.model.transformer import Transformer, init_cache, output_logits
+from rlcs_jax.model.kv_cache import init_cache
+from rlcs_jax.model.transformer import Transformer, output_logits
 
 VARIANTS = {
     "llama_tied": {},

@@ -12,6 +12,7 @@ import safetensors
 import safetensors.numpy
 
 from rlcs_jax.model import hf_checkpoint
+from rlcs_jax.model import kv_cache
 from rlcs_jax.model import pretrained
 from rlcs_jax.model import transformer
 from rlcs_jax.model import weights
@@ -152,7 +153,7 @@ def greedy_loop(params, cfg, tokens, valid, steps):
 
   @jax.jit
   def run(params, tokens, valid):
-    cache = transformer.init_cache(cfg, b, p + steps)
+    cache = kv_cache.init_cache(cfg, b, p + steps)
     logits, cache = model.apply(
         {"params": params}, tokens, valid_BL=valid, cache=cache
     )
