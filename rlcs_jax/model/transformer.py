@@ -136,14 +136,37 @@ class RMSNorm(nn.Module):
     return x32 * scale.astype(jnp.float32)
 
 
-def apply_rope(x_BLNH: Array, positions_BL: Array, theta: float) -> Array:
-  """Rotary embedding in the Hugging Face layout (pairs i and i + H/2)."""
-  h = x_BLNH.shape[-1]
-  half = h // 2
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
-  angles = positions_BL[..., None].astype(jnp.float32) * inv_freq
-  sin = jnp.sin(angles)[:, :, None, :]
-  cos = jnp.cos(angles)[:, :, None, :]
+def rope_angles(
+    positions_BL: Array, head_dim: int, theta: float, table_size=None
+):
+  """(cos, sin) [B, L, 1, H/2] of the rotary angles at these positions.
+
+  Computed once per forward pass and shared by every layer. With
+  `table_size` (a static bound: every position is below it), they are
+  looked up in a table of all positions below it, which depends on nothing
+  traced, so XLA computes it when compiling: XLA:CPU fuses a sine or
+  cosine into each consumer and computes it per element of the rotated q
+  and k, which took longer than the rest of a decode step's rotary
+  embedding.
+  """
+  inv_freq = 1.0 / (
+      theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+  )
+  if table_size is None:
+    angles = positions_BL[..., None].astype(jnp.float32) * inv_freq
+    return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+  angles = jnp.arange(table_size, dtype=jnp.float32)[:, None] * inv_freq
+  return tuple(
+      f(angles).at[positions_BL].get(mode="promise_in_bounds")[:, :, None, :]
+      for f in (jnp.cos, jnp.sin)
+  )
+
+
+def apply_rope(x_BLNH: Array, rope) -> Array:
+  """Rotary embedding in the Hugging Face layout (pairs i and i + H/2);
+  `rope` is `rope_angles`' (cos, sin)."""
+  cos, sin = rope
+  half = x_BLNH.shape[-1] // 2
   x = x_BLNH.astype(jnp.float32)
   x1, x2 = x[..., :half], x[..., half:]
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -158,7 +181,7 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(
-      self, x_BLD, positions_BL, valid_BL, layer_cache, cache_valid, cache_end
+      self, x_BLD, rope, valid_BL, layer_cache, cache_valid, cache_end
   ):
     cfg = self.cfg
     pd, cd = dtype_of(cfg.param_dtype), dtype_of(cfg.dtype)
@@ -194,8 +217,8 @@ class Attention(nn.Module):
     if cfg.qk_norm:
       q = RMSNorm(cfg.rms_eps, pd, name="q_norm")(q)
       kk = RMSNorm(cfg.rms_eps, pd, name="k_norm")(kk)
-    q = apply_rope(q, positions_BL, cfg.rope_theta)
-    kk = apply_rope(kk, positions_BL, cfg.rope_theta)
+    q = apply_rope(q, rope)
+    kk = apply_rope(kk, rope)
 
     b, l = x_BLD.shape[:2]
     causal_LL = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]
@@ -210,7 +233,7 @@ class Attention(nn.Module):
         layer_cache is None
         or layer_cache["v"].shape[kv_cache.CACHE_SLOT_AXIS["v"]] == 0
     ):
-      out = _attention(q, [(kk, v, new_mask_BLL, False)], cd)
+      out, _ = _attention(q, [(kk, v, new_mask_BLL, False)], cd)
       new_cache = None
       if layer_cache is not None:  # An empty cache becomes the new tokens'.
         new_cache = {n: in_cache_layout(n, x) for n, x in (("k", kk), ("v", v))}
@@ -231,7 +254,7 @@ class Attention(nn.Module):
       # which XLA:CPU runs faster than the f32 ones over an f32 cache (half
       # the bytes); the new tokens' keys and values enter rounded as they
       # are stored.
-      out = _attention(
+      out, read_BKMH = _attention(
           q,
           [
               (layer_cache["k"], layer_cache["v"], old_mask_BLS, True),
@@ -242,10 +265,15 @@ class Attention(nn.Module):
       # The write must wait for that read. XLA:CPU's copy insertion cannot
       # order an in-place update after an independent read of the same
       # buffer, so it copied both caches twice per layer for every decoded
-      # token. Here the written values depend on the attention output (of
-      # the same row and kv head, so no data crosses shards): `x > inf`
-      # never holds, NaN included, but the compiler cannot fold it.
-      never_B1K1 = out.reshape(b, l, k, n // k, h)[:, :1, :, 0, :1] > jnp.inf
+      # token. Here the written values depend on the product of the
+      # probabilities with the cached values (of the same row and kv head,
+      # so no data crosses shards), which comes after both reads: `x > inf`
+      # never holds, NaN included, but the compiler cannot fold it. That
+      # product is a matmul's output, so the write's fusion reads one
+      # element of it; made to depend on the summed attention output, the
+      # write recomputed the new tokens' attention for every element it
+      # wrote.
+      never_B1K1 = (read_BKMH[:, :, :1, :1] > jnp.inf).reshape(b, 1, k, 1)
       new_cache = {}
       for name, new_BLKH in (("k", kk), ("v", v)):
         new = in_cache_layout(name, jnp.where(never_B1K1, 0.0, new_BLKH))
@@ -274,7 +302,9 @@ def _attention(q_BLNH, segments, dtype):
   Each segment is (keys, values, mask_BLS, cached): keys and values
   [B, S, K, H], or in the cache's layout (`CACHE_LAYOUT`) when cached, and
   which of its S keys each query sees. One softmax (float32) spans all
-  segments' keys.
+  segments' keys. Returns the output [B, L, N, H] and the last cached
+  segment's probabilities x values product [B, K, G*L, H] (None without
+  one).
   """
   b, l, n, h = q_BLNH.shape
   keys, _, _, cached = segments[0]
@@ -296,16 +326,18 @@ def _attention(q_BLNH, segments, dtype):
     logits.append(jnp.where(mask_BLS[:, None, None], x * h**-0.5, _NEG_INF))
   probs = jax.nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1)
   splits = np.cumsum([x.shape[-1] for x in logits])[:-1]
-  outs = []
+  outs, read = [], None
   for p, (_, values, _, cached) in zip(
       jnp.split(probs, splits, axis=-1), segments
   ):
     if cached:
-      y = dot(f"bkms,{vl}->bkmh", p.reshape(b, k, g * l, -1), values, dtype)
+      y = read = dot(
+          f"bkms,{vl}->bkmh", p.reshape(b, k, g * l, -1), values, dtype
+      )
       outs.append(y.reshape(b, k, g, l, h).transpose(0, 3, 1, 2, 4))
     else:
       outs.append(dot("bkgls,bskh->blkgh", p, values, dtype))
-  return sum(outs[1:], outs[0]).reshape(b, l, n, h)
+  return sum(outs[1:], outs[0]).reshape(b, l, n, h), read
 
 
 class MLP(nn.Module):
@@ -363,14 +395,14 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(
-      self, x_BLD, positions_BL, valid_BL, layer_cache, cache_valid, cache_end
+      self, x_BLD, rope, valid_BL, layer_cache, cache_valid, cache_end
   ):
     cfg = self.cfg
     pd = dtype_of(cfg.param_dtype)
     tw = self.transposed_weights
     attn_out, new_cache = Attention(cfg, tw, name="attn")(
         RMSNorm(cfg.rms_eps, pd, name="attn_norm")(x_BLD),
-        positions_BL,
+        rope,
         valid_BL,
         layer_cache,
         cache_valid,
@@ -425,11 +457,16 @@ class Transformer(nn.Module):
     pd, cd = dtype_of(cfg.param_dtype), dtype_of(cfg.dtype)
     if valid_BL is None:
       valid_BL = jnp.ones(tokens_BL.shape, bool)
+    rope_table = None
     if positions_BL is None:
-      # Position = number of valid tokens before this one (cache included).
+      # Position = number of valid tokens before this one (cache included),
+      # so below the number of cache slots plus L.
       offset_B = 0 if cache is None else jnp.sum(cache["valid"], axis=-1)
       positions_BL = jnp.maximum(
           jnp.reshape(offset_B, (-1, 1)) + jnp.cumsum(valid_BL, axis=-1) - 1, 0
+      )
+      rope_table = tokens_BL.shape[1] + (
+          0 if cache is None else cache["valid"].shape[1]
       )
     embed = nn.Embed(
         cfg.vocab_size,
@@ -457,10 +494,11 @@ class Transformer(nn.Module):
       cache_valid = jax.lax.dynamic_update_slice(
           cache["valid"], valid_BL, (0, cache_end)
       )
+    rope = rope_angles(positions_BL, cfg.head_dim, cfg.rope_theta, rope_table)
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else cache["layers"][i]
       x, new_layer = block_cls(cfg, tw, name=f"layers_{i}")(
-          x, positions_BL, valid_BL, layer_cache, cache_valid, cache_end
+          x, rope, valid_BL, layer_cache, cache_valid, cache_end
       )
       new_layers.append(new_layer)
     x = RMSNorm(cfg.rms_eps, pd, name="final_norm")(x)

@@ -260,3 +260,31 @@ def test_bf16_cache_decode():
   for x in (layer["k"], layer["v"]):
     f32_copy = "f32[" + ",".join(map(str, x.shape)) + "]"
     assert f32_copy not in hlo, f32_copy
+
+
+def test_rope_angles_looked_up_once_per_step():
+  """The rotary angles are looked up in a table of the positions below a
+  static bound (the same values as computed from the positions), once per
+  forward pass: a compiled decode step and a training forward hold at most
+  one sine and one cosine, not one per layer's rotated q and k (XLA:CPU
+  fused those into each consumer, per element)."""
+  positions = jnp.array([[0, 3, 7], [2, 2, 9]])
+  direct = transformer.rope_angles(positions, 16, 10000.0)
+  table = transformer.rope_angles(positions, 16, 10000.0, table_size=10)
+  for a, b in zip(direct, table):
+    assert a.shape == b.shape == (2, 3, 1, 8)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+  cfg, model, params = _model()
+  assert cfg.num_layers >= 2
+  tokens = jax.random.randint(jax.random.key(3), (2, 6), 0, cfg.vocab_size)
+  step = jax.jit(model.apply)
+  _, cache = step({"params": params}, tokens, cache=init_cache(cfg, 2, 12))
+  programs = {
+      "decode step": step.lower({"params": params}, tokens[:, :1], cache=cache),
+      "forward": step.lower({"params": params}, tokens),
+  }
+  for what, lowered in programs.items():
+    hlo = lowered.compile().as_text()
+    for op in (" cosine(", " sine("):
+      assert hlo.count(op) <= 1, (what, op, hlo.count(op))
