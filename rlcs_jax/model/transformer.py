@@ -143,10 +143,11 @@ def rope_angles(
 
   Computed once per forward pass and shared by every layer. With
   `table_size` (a static bound: every position is below it), they are
-  looked up in a table of all positions below it, which depends on nothing
-  traced, so XLA computes it when compiling: XLA:CPU fuses a sine or
-  cosine into each consumer and computes it per element of the rotated q
-  and k, which took longer than the rest of a decode step's rotary
+  looked up in a table of all positions below it (it depends on nothing
+  traced), and the compiled program computes one sine and one cosine per
+  table entry. Computed from the positions, XLA:CPU fused the sine and
+  cosine into each consumer and computed them per element of the rotated
+  q and k, which took longer than the rest of a decode step's rotary
   embedding.
   """
   inv_freq = 1.0 / (
