@@ -9,9 +9,11 @@ matmul  the matmuls that bound decode and bf16 training, in JAX and (when
         installed) torch on the same shapes: ms per decode-shaped matmul
         (SmolLM2's MLP at B = 8 in f32 and B = 16 in bf16) with the weights
         as the right operand (canonical layout) and as the left one (the
-        sampler's layout on CPU); GFLOP/s of the tied head's weight
-        gradient dW = x^T g in bf16 written as a dot over the leading axis
-        vs with a pre-transposed x.
+        sampler's layout on CPU); GFLOP/s of the tied head's bf16
+        gradients: the weight gradient dW = x^T g written as a dot over
+        the leading axis vs with a pre-transposed x, and the input
+        gradient dx = g W (contracting the vocabulary) as one dot vs in
+        blocks of the contraction.
 decode  a SmolLM2-shaped model (random weights) decoding B=8 x 512 tokens in
         float32: ms per token and the share of executed op time per kind of
         XLA op and source op (layers merged), read from a `jax.profiler`
@@ -67,7 +69,8 @@ def _median_s(fn, reps: int = 5) -> float:
 
 
 def matmul() -> None:
-  """Decode-shaped matmuls in both weight layouts, then the head's dW."""
+  """Decode-shaped matmuls in both weight layouts, then the head's
+  gradients."""
   for m, k, n, dt in (
       (8, 576, 3072, "float32"),
       (8, 1536, 576, "float32"),
@@ -75,7 +78,7 @@ def matmul() -> None:
       (16, 1536, 576, "bfloat16"),
   ):
     _decode_matmuls(m, k, n, jnp.dtype(dt))
-  _head_weight_gradient()
+  _head_gradients()
 
 
 def _decode_matmuls(m: int, k: int, n: int, dtype, layers: int = 30) -> None:
@@ -119,8 +122,9 @@ def _decode_matmuls(m: int, k: int, n: int, dtype, layers: int = 30) -> None:
   print(line + " (per matmul)", flush=True)
 
 
-def _head_weight_gradient() -> None:
-  """The tied SmolLM2 head's bf16 weight gradient dW = x^T g, two ways."""
+def _head_gradients() -> None:
+  """The tied SmolLM2 head's bf16 gradients, each two ways: the weight
+  gradient dW = x^T g and the input gradient dx = g W."""
   f32, bf16 = jnp.float32, jnp.bfloat16
 
   def dot(contract):
@@ -134,28 +138,42 @@ def _head_weight_gradient() -> None:
     )
 
   m, d, v = 2048, 576, 49152
-  # dW = x^T g with x [m, d], g [m, v]: as one dot over the leading axis
-  # (XLA:CPU upcasts it to float32) and as the library computes it, through
-  # a materialised x^T (matmul_lib.transposed).
-  cases = [  # (name, fn)
-      ("head dW bf16 x^T g (leading axis)", dot((0, 0))),
+  x, g, w = (jnp.ones(s, bf16) for s in ((m, d), (m, v), (v, d)))
+  # dW = x^T g: as one dot over the leading axis (XLA:CPU upcasts it to
+  # float32) and as the library computes it, through a materialised x^T
+  # (matmul_lib.transposed). dx = g W contracts the vocabulary: as one dot
+  # and as the library computes it on CPU, in blocks of the contraction.
+  xt_g = lambda t: t["x"].T @ t["g"]
+  g_w = lambda t: t["g"] @ t["w"]
+  cases = [  # (name, fn, args, the same product in torch)
+      ("head dW bf16 x^T g (leading axis)", dot((0, 0)), (x, g), xt_g),
       (
           "head dW bf16 x^T g (materialised x^T)",
           jax.jit(lambda a, b: dot((1, 0))(matmul_lib.transposed(a), b)),
+          (x, g),
+          xt_g,
+      ),
+      ("head dx bf16 g W (one dot)", dot((1, 0)), (g, w), g_w),
+      (
+          "head dx bf16 g W (contraction blocks)",
+          jax.jit(matmul_lib._long_contraction_mm),
+          (g, w),
+          g_w,
       ),
   ]
-  a, b = jnp.ones((m, d), bf16), jnp.ones((m, v), bf16)
   flops = 2.0 * m * d * v
-  for name, fn in cases:
-    secs = _median_s(lambda: fn(a, b).block_until_ready())
+  for name, fn, args, torch_fn in cases:
+    secs = _median_s(lambda: fn(*args).block_until_ready())
     line = f"  {name:40s} jax {flops / secs / 1e9:7.0f} GFLOP/s"
     line += f" ({secs * 1e3:.1f} ms)"
     try:
       import torch  # pylint: disable=g-import-not-at-top
 
-      ta = torch.ones(m, d, dtype=torch.bfloat16)
-      tb = torch.ones(m, v, dtype=ta.dtype)
-      tsecs = _median_s(lambda: ta.T @ tb)
+      t = {
+          n: torch.ones(*a.shape, dtype=torch.bfloat16)
+          for n, a in zip("xgw", (x, g, w))
+      }
+      tsecs = _median_s(lambda: torch_fn(t))
       line += f"   torch {flops / tsecs / 1e9:7.0f} GFLOP/s"
     except ImportError:
       line += "   torch not installed"

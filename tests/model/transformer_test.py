@@ -177,6 +177,24 @@ def test_mixed_matmul_gradients(transpose_w):
   assert all(types[a] == types[b] == "bf16" for a, b in dots), dots
 
 
+def test_head_input_gradient_in_contraction_blocks():
+  """The bf16 input gradient of an output-major matmul with a long
+  contraction (the tied head's [M, V] x [V, D]) is a sum of dots over
+  blocks of the contraction on CPU, with the single dot's values."""
+  v = matmul_lib._LONG_CONTRACTION
+  kx, kw, kg = jax.random.split(jax.random.key(6), 3)
+  x = jax.random.normal(kx, (4, 8))
+  w = jax.random.normal(kw, (v, 8))  # [N, K]: output-major, N = v.
+  g = jax.random.normal(kg, (4, v))
+  f = lambda x, w, g: jnp.sum(matmul_lib.matmul(x, w, jnp.bfloat16, True) * g)
+  r = lambda a: np.asarray(a.astype(jnp.bfloat16), np.float64)
+  dx = jax.grad(f)(x, w, g)
+  np.testing.assert_allclose(dx, r(g) @ r(w), rtol=1e-4, atol=1e-3)
+  hlo = jax.jit(jax.grad(f)).lower(x, w, g).compile().as_text()
+  dots = re.findall(r"= \w+\[[^\]]*\]\S* dot\(", hlo)
+  assert len(dots) == v // matmul_lib._CONTRACTION_BLOCK, len(dots)
+
+
 def _sub_eqns(eqn):
   yield eqn
   for p in eqn.params.values():
