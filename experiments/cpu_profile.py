@@ -161,22 +161,25 @@ def _head_gradients() -> None:
           g_w,
       ),
   ]
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+
+    t = {
+        n: torch.ones(*a.shape, dtype=torch.bfloat16)
+        for n, a in zip("xgw", (x, g, w))
+    }
+  except ImportError:
+    t = None
   flops = 2.0 * m * d * v
   for name, fn, args, torch_fn in cases:
     secs = _median_s(lambda: fn(*args).block_until_ready())
     line = f"  {name:40s} jax {flops / secs / 1e9:7.0f} GFLOP/s"
     line += f" ({secs * 1e3:.1f} ms)"
-    try:
-      import torch  # pylint: disable=g-import-not-at-top
-
-      t = {
-          n: torch.ones(*a.shape, dtype=torch.bfloat16)
-          for n, a in zip("xgw", (x, g, w))
-      }
+    if t is None:
+      line += "   torch not installed"
+    else:
       tsecs = _median_s(lambda: torch_fn(t))
       line += f"   torch {flops / tsecs / 1e9:7.0f} GFLOP/s"
-    except ImportError:
-      line += "   torch not installed"
     print(line, flush=True)
 
 
