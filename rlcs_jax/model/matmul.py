@@ -166,21 +166,35 @@ def transposed(x_AB: Array) -> Array:
   """x.T [B, A] as the left operand of a dot contracting its last axis.
 
   On TPU/GPU this is a plain transpose, which XLA folds into the dot. On
-  CPU it is a real row-major copy: XLA:CPU gives a bf16 dot to YNNPACK only
-  when the lhs contracts its last axis and upcasts it to float32 otherwise
-  (3-5x slower here), and it folds a plain transpose back into the dot
-  (dropping optimization barriers before that pass). So the copy is made
-  inside a while loop whose trip count XLA cannot prove: (b | 1) - (b & ~1)
-  is 1 for every bit pattern b of x's first element.
+  CPU it is a real row-major copy (`permuted`): XLA:CPU gives a bf16 dot to
+  YNNPACK only when the lhs contracts its last axis and upcasts it to
+  float32 otherwise (3-5x slower here), and it folds a plain transpose back
+  into the dot (dropping optimization barriers before that pass).
+  """
+  return permuted(x_AB, (1, 0))
+
+
+def permuted(x: Array, perm: tuple[int, ...]) -> Array:
+  """x.transpose(perm), materialised on CPU (see `transposed`).
+
+  For operands of batched dots: XLA folds a plain transpose into the dot's
+  dimension numbers, and XLA:CPU then runs a bf16 dot whose axes are not in
+  (batch..., rows, contraction) x (batch..., contraction, cols) order as a
+  float32 one. Here the transpose is computed in a branch of a conditional
+  whose predicate XLA cannot prove: (b | 1) - (b & ~1) is 1 for every bit
+  pattern b of x's first element. No pass sees the transpose from the dot.
   """
   if jax.default_backend() != "cpu":
-    return x_AB.T
+    return x.transpose(perm)
   bits = jax.lax.bitcast_convert_type(
-      x_AB.reshape(-1)[0], jnp.dtype(f"uint{8 * x_AB.dtype.itemsize}")
+      x.reshape(-1)[0], jnp.dtype(f"uint{8 * x.dtype.itemsize}")
   ).astype(jnp.int32)
-  once = (bits | 1) - (bits & ~1)
-  return jax.lax.fori_loop(
-      0, once, lambda _, acc: x_AB.T, jnp.zeros_like(x_AB.T)
+  shape = tuple(x.shape[a] for a in perm)
+  return jax.lax.cond(
+      (bits | 1) - (bits & ~1) == 1,
+      lambda x: x.transpose(perm),
+      lambda x: jnp.zeros(shape, x.dtype),
+      x,
   )
 
 

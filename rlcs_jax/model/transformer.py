@@ -40,13 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlcs_jax.model import attention
 from rlcs_jax.model import kv_cache
 from rlcs_jax.model.config import ModelConfig, dtype_of
 from rlcs_jax.model.matmul import dense, dot, matmul
 
 Array = jax.Array
-
-_NEG_INF = -1e30  # Finite, so rows with no visible key give no NaN.
 
 
 def _param(module, name, init, names, shape, dtype):
@@ -234,7 +233,7 @@ class Attention(nn.Module):
         layer_cache is None
         or layer_cache["v"].shape[kv_cache.CACHE_SLOT_AXIS["v"]] == 0
     ):
-      out, _ = _attention(q, [(kk, v, new_mask_BLL, False)], cd)
+      out = attention.self_attention(q, kk, v, new_mask_BLL, cd)
       new_cache = None
       if layer_cache is not None:  # An empty cache becomes the new tokens'.
         new_cache = {n: in_cache_layout(n, x) for n, x in (("k", kk), ("v", v))}
@@ -300,12 +299,13 @@ class Attention(nn.Module):
 def _attention(q_BLNH, segments, dtype):
   """Grouped-query attention of L queries over segments of keys.
 
-  Each segment is (keys, values, mask_BLS, cached): keys and values
-  [B, S, K, H], or in the cache's layout (`CACHE_LAYOUT`) when cached, and
-  which of its S keys each query sees. One softmax (float32) spans all
-  segments' keys. Returns the output [B, L, N, H] and the last cached
-  segment's probabilities x values product [B, K, G*L, H] (None without
-  one).
+  The cached path (decoding, extending a cache); attention over the new
+  tokens alone is `attention.self_attention`. Each segment is (keys,
+  values, mask_BLS, cached): keys and values [B, S, K, H], or in the
+  cache's layout (`CACHE_LAYOUT`) when cached, and which of its S keys each
+  query sees. One softmax (float32) spans all segments' keys. Returns the
+  output [B, L, N, H] and the last cached segment's probabilities x values
+  product [B, K, G*L, H] (None without one).
   """
   b, l, n, h = q_BLNH.shape
   keys, _, _, cached = segments[0]
@@ -324,7 +324,9 @@ def _attention(q_BLNH, segments, dtype):
       x = dot(f"bkmh,{kl}->bkms", q_BKMH, keys, dtype).reshape(b, k, g, l, -1)
     else:
       x = dot("blkgh,bskh->bkgls", q, keys, dtype)
-    logits.append(jnp.where(mask_BLS[:, None, None], x * h**-0.5, _NEG_INF))
+    logits.append(
+        jnp.where(mask_BLS[:, None, None], x * h**-0.5, attention.NEG_INF)
+    )
   probs = jax.nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1)
   splits = np.cumsum([x.shape[-1] for x in logits])[:-1]
   outs, read = [], None

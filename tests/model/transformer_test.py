@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rlcs_jax.model.config import PRESETS, ModelConfig
+from rlcs_jax.model import attention
 from rlcs_jax.model import matmul as matmul_lib
 from rlcs_jax.model import transformer
 from rlcs_jax.model.kv_cache import init_cache
@@ -219,6 +220,63 @@ def test_bf16_compute_gradients_close_to_f32():
     assert a.dtype == jnp.float32, path
     scale = float(jnp.max(jnp.abs(b))) + 1e-6
     assert float(jnp.max(jnp.abs(a - b))) < 0.05 * scale, path
+
+
+def _einsum_attention(q, k, v, mask):
+  """The attention `attention.self_attention` replaced, float32 autodiff."""
+  b, l, n, h = q.shape
+  qg = q.reshape(b, l, k.shape[2], -1, h)
+  s = jnp.einsum("blkgh,bskh->bkgls", qg, k) * h**-0.5
+  s = jnp.where(mask[:, None, None], s, attention.NEG_INF)
+  p = jax.nn.softmax(s, axis=-1)
+  return jnp.einsum("bkgls,bskh->blkgh", p, v).reshape(b, l, n, h)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_self_attention_matches_autodiff(dtype, tol):
+  b, l, n, k, h = 2, 7, 6, 2, 12  # 1/sqrt(12) is not a power of two.
+  ks = jax.random.split(jax.random.key(3), 4)
+  q, w = (jax.random.normal(x, (b, l, n, h)) for x in ks[:2])
+  kk, v = (jax.random.normal(x, (b, l, k, h)) for x in ks[2:])
+  # Row 0 is left-padded by 2: its first two queries see no key at all.
+  valid = jnp.ones((b, l), bool).at[0, :2].set(False)
+  mask = jnp.tril(jnp.ones((l, l), bool))[None] & valid[:, None, :]
+  got_f = lambda q, kk, v: jnp.sum(
+      attention.self_attention(q, kk, v, mask, jnp.dtype(dtype)) * w
+  )
+  ref_f = lambda q, kk, v: jnp.sum(_einsum_attention(q, kk, v, mask) * w)
+  pairs = [
+      (
+          attention.self_attention(q, kk, v, mask, jnp.dtype(dtype)),
+          _einsum_attention(q, kk, v, mask),
+      )
+  ]
+  pairs += zip(
+      jax.grad(got_f, (0, 1, 2))(q, kk, v),
+      jax.grad(ref_f, (0, 1, 2))(q, kk, v),
+  )
+  for got, ref in pairs:
+    assert got.dtype == jnp.float32
+    scale = float(jnp.max(jnp.abs(ref)))
+    np.testing.assert_allclose(got, ref, atol=tol * scale, rtol=0)
+  # The queries that see no key get no gradient.
+  assert float(jnp.max(jnp.abs(jax.grad(got_f)(q, kk, v)[0, :2]))) == 0.0
+
+
+def test_bf16_gradient_dots_take_bf16_operands():
+  # JAX's transposes of the einsum attention contracted leading axes, which
+  # XLA:CPU ran as float32 dots (converting [.., L, S] operands first).
+  cfg = ModelConfig(**{**PRESETS["test"], "dtype": "bfloat16"})
+  model = Transformer(cfg)
+  tokens = jax.random.randint(jax.random.key(6), (2, 8), 0, cfg.vocab_size)
+  params = nn.meta.unbox(model.init(jax.random.key(0), tokens))["params"]
+  loss = lambda p: jnp.mean(model.apply({"params": p}, tokens)[0])
+  hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+  types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", hlo))
+  dots = re.findall(r"= \w+\[[^\]]*\]\S* dot\(%([\w.\-]+), %([\w.\-]+)\)", hlo)
+  assert len(dots) > 20
+  for a, b in dots:
+    assert (types[a], types[b]) == ("bf16", "bf16"), (a, b)
 
 
 def test_every_param_has_logical_axes():
