@@ -80,8 +80,8 @@ def _run_job(job: dict) -> dict:
 
     if job["section"] == "export":
       return bench_jax.export(job["model"], job["hf_dir"])
-    # Only the train and GRPO jobs carry a compute dtype.
-    extra = {"dtype": job["dtype"]} if "dtype" in job else {}
+    # Train and GRPO jobs carry a compute dtype, train-scaling jobs a length.
+    extra = {k: job[k] for k in ("dtype", "seq") if k in job}
     return bench_jax.JOBS[job["section"]](job["model"], st, **extra)
   from experiments import bench_torch  # pylint: disable=g-import-not-at-top
 
@@ -456,7 +456,10 @@ def run(
               m: ours("scaling_decode", m) for m in st.scaling_decode_models
           },
           "train": {
-              m: ours("scaling_train", m) for m in st.scaling_train_models
+              m: _scaling_train(
+                  {L: ours("scaling_train", m, seq=L) for L in st.scaling_seqs}
+              )
+              for m in st.scaling_train_models
           },
       }
   finally:
@@ -464,6 +467,17 @@ def run(
       tmp.cleanup()
   result["targets"] = bench_targets.check(result)
   return result
+
+
+def _scaling_train(points: dict) -> dict:
+  """One model's train-scaling entry from its per-length workers' results:
+  {"<L>": point, ..., "peak_rss_mb": the largest}, or the first error."""
+  for point in points.values():
+    if "error" in point:
+      return point
+  out = {str(L): point for L, point in points.items()}
+  out["peak_rss_mb"] = max(p["peak_rss_mb"] for p in points.values())
+  return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
