@@ -1,7 +1,7 @@
 """The profiles behind the README's Performance notes (CPU).
 
   python -m experiments.cpu_profile \
-      [--sections matmul,decode,train,logprobs,sampling,rollout]
+      [--sections matmul,decode,train,attention,logprobs,sampling,rollout]
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
@@ -21,6 +21,11 @@ decode  a SmolLM2-shaped model (random weights) decoding B=8 x 512 tokens in
 train   the same model's SFT step (B=8 x 256, forward + backward + AdamW) in
         float32 and with bfloat16 compute: seconds per step, the minor page
         faults and kernel time of one step, and the same op-time shares.
+attention  one SmolLM2-shaped layer's attention over the new tokens (B=8,
+        L=256, causal), forward and forward + backward, in float32 and
+        with bfloat16 products: `attention.self_attention` (custom VJP)
+        vs the einsum version differentiated by JAX that it replaced
+        (`transformer._attention` with one uncached segment), interleaved.
 logprobs  GRPO's completion log-probs and entropies over SmolLM2's vocabulary
         ([16, 128, 49152] float32 logits, a GRPO step's completions):
         `token_logprobs_and_entropy` (one native variadic reduction) vs
@@ -59,7 +64,9 @@ import numpy as np
 from experiments import bench_setup as bs
 from rlcs_jax import host_memory
 from rlcs_jax.model.config import PRESETS, ModelConfig
+from rlcs_jax.model import attention as attention_lib
 from rlcs_jax.model import matmul as matmul_lib
+from rlcs_jax.model import transformer as transformer_lib
 from rlcs_jax.model.transformer import Transformer
 from rlcs_jax.sampler import sampling
 
@@ -244,6 +251,46 @@ def train(batch: int = 8, seq: int = 256) -> None:
     _op_time_breakdown(run, "one step")
 
 
+def attention(batch: int = 8, length: int = 256, reps: int = 7) -> None:
+  cfg = ModelConfig(**PRESETS["smollm2_135m"])
+  n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  keys = jax.random.split(jax.random.key(0), 4)
+  q, w = (jax.random.normal(x, (batch, length, n, h)) for x in keys[:2])
+  kk, v = (jax.random.normal(x, (batch, length, k, h)) for x in keys[2:])
+  mask = jnp.broadcast_to(
+      jnp.tril(jnp.ones((length, length), bool)), (batch, length, length)
+  )
+
+  def einsum_version(q, kk, v, dt):  # What self_attention replaced.
+    segment = (kk, v, mask, False)
+    return transformer_lib._attention(q, [segment], dt)[0]  # pylint: disable=protected-access
+
+  def custom_vjp_version(q, kk, v, dt):
+    return attention_lib.self_attention(q, kk, v, mask, dt)
+
+  versions = {
+      "einsum + autodiff": einsum_version,
+      "self_attention": custom_vjp_version,
+  }
+  runs = {}
+  for dtype in ("float32", "bfloat16"):
+    dt = jnp.dtype(dtype)
+    for name, fn in versions.items():
+      forward = jax.jit(lambda q, kk, v, fn=fn, dt=dt: fn(q, kk, v, dt))
+      runs[dtype, "forward", name] = lambda f=forward: f(q, kk, v)
+      grad = jax.jit(
+          jax.grad(
+              lambda q, kk, v, fn=fn, dt=dt: jnp.sum(fn(q, kk, v, dt) * w),
+              (0, 1, 2),
+          )
+      )
+      runs[dtype, "fwd + bwd", name] = lambda f=grad: f(q, kk, v)
+  for (dtype, what, name), secs in sorted(
+      _interleaved_median_s(runs, reps).items()
+  ):
+    print(f"  {dtype:8s} {what:9s} {name:17s} {1e3 * secs:6.2f} ms")
+
+
 def logprobs(reps: int = 5) -> None:
   from rlcs_jax.grpo import logprobs as lp  # pylint: disable=g-import-not-at-top
 
@@ -395,13 +442,15 @@ def main() -> None:
   host_memory.reuse_freed_memory()  # As `rlcs_jax.main` does.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
-      "--sections", default="matmul,decode,train,logprobs,sampling,rollout"
+      "--sections",
+      default="matmul,decode,train,attention,logprobs,sampling,rollout",
   )
   args = parser.parse_args()
   sections = dict(
       matmul=matmul,
       decode=decode,
       train=train,
+      attention=attention,
       logprobs=logprobs,
       sampling=sampling_choice,
       rollout=rollout,
