@@ -70,7 +70,10 @@ def _forward(q_BLNH, k_BSKH, v_BSKH, mask_BLS, dtype):
   )
   out = _bmm(probs_BKMS, v_BKSH).reshape(b, k, g, l, h)
   out_BLNH = out.transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
-  return out_BLNH, (q_BKMH, k_BKHS, v_BKSH, probs_BKMS, out_BLNH, mask_BLS)
+  # Empty arrays that carry the inputs' dtypes for their gradients.
+  dtypes = tuple(jnp.zeros((0,), x.dtype) for x in (q_BLNH, k_BSKH, v_BSKH))
+  res = (q_BKMH, k_BKHS, v_BKSH, probs_BKMS, out_BLNH, mask_BLS, dtypes)
+  return out_BLNH, res
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -90,7 +93,7 @@ def _self_attention_fwd(q_BLNH, k_BSKH, v_BSKH, mask_BLS, dtype):
 
 
 def _self_attention_bwd(dtype, res, dout_BLNH):
-  q_BKMH, k_BKHS, v_BKSH, probs_BKMS, out_BLNH, mask_BLS = res
+  q_BKMH, k_BKHS, v_BKSH, probs_BKMS, out_BLNH, mask_BLS, dtypes = res
   b, l, n, h = dout_BLNH.shape
   k, s = k_BKHS.shape[1], k_BKHS.shape[3]
   g = n // k
@@ -119,12 +122,12 @@ def _self_attention_bwd(dtype, res, dout_BLNH):
   dq_BLNH = (
       dq.reshape(b, k, g, l, h).transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
   )
-  return (
+  grads = (
       dq_BLNH,
       dk_BKHS.transpose(0, 3, 1, 2),
       dv_BKHS.transpose(0, 3, 1, 2),
-      None,
   )
+  return (*(g.astype(d.dtype) for g, d in zip(grads, dtypes)), None)
 
 
 self_attention.defvjp(_self_attention_fwd, _self_attention_bwd)

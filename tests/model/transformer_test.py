@@ -259,6 +259,10 @@ def test_self_attention_matches_autodiff(dtype, tol):
     np.testing.assert_allclose(got, ref, atol=tol * scale, rtol=0)
   # The queries that see no key get no gradient.
   assert float(jnp.max(jnp.abs(got_grads[0][0, :2]))) == 0.0
+  # Gradients come in the inputs' dtypes.
+  lo = [x.astype(jnp.bfloat16) for x in (q, kk, v)]
+  grads = jax.jit(jax.grad(got_f, (0, 1, 2)))(*lo)
+  assert all(g.dtype == jnp.bfloat16 for g in grads)
 
 
 def test_bf16_gradient_dots_take_bf16_operands():
