@@ -88,10 +88,6 @@ def self_attention(q_BLNH, k_BSKH, v_BSKH, mask_BLS, dtype) -> Array:
   return _forward(q_BLNH, k_BSKH, v_BSKH, mask_BLS, dtype)[0]
 
 
-def _self_attention_fwd(q_BLNH, k_BSKH, v_BSKH, mask_BLS, dtype):
-  return _forward(q_BLNH, k_BSKH, v_BSKH, mask_BLS, dtype)
-
-
 def _self_attention_bwd(dtype, res, dout_BLNH):
   q_BKMH, k_BKHS, v_BKSH, probs_BKMS, out_BLNH, mask_BLS, dtypes = res
   b, l, n, h = dout_BLNH.shape
@@ -130,4 +126,4 @@ def _self_attention_bwd(dtype, res, dout_BLNH):
   return (*(g.astype(d.dtype) for g, d in zip(grads, dtypes)), None)
 
 
-self_attention.defvjp(_self_attention_fwd, _self_attention_bwd)
+self_attention.defvjp(_forward, _self_attention_bwd)

@@ -224,12 +224,7 @@ def test_bf16_compute_gradients_close_to_f32():
 
 def _einsum_attention(q, k, v, mask):
   """The attention `attention.self_attention` replaced, float32 autodiff."""
-  b, l, n, h = q.shape
-  qg = q.reshape(b, l, k.shape[2], -1, h)
-  s = jnp.einsum("blkgh,bskh->bkgls", qg, k) * h**-0.5
-  s = jnp.where(mask[:, None, None], s, attention.NEG_INF)
-  p = jax.nn.softmax(s, axis=-1)
-  return jnp.einsum("bkgls,bskh->blkgh", p, v).reshape(b, l, n, h)
+  return transformer._attention(q, [(k, v, mask, False)], jnp.float32)[0]  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
