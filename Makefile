@@ -22,9 +22,11 @@ venv: $(VENV)/.installed
 demo: venv
 	$(BIN)/python -m rlcs_jax.main --config $(CONFIG) --workdir $(WORKDIR)
 
+# Two worker processes, one per core of the 2-core CI machines; a test file's
+# tests stay in one process (--dist loadfile), so module fixtures run once.
 test: venv
 	$(BIN)/pyink --check --diff rlcs_jax configs experiments tests
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 fmt: venv
 	$(BIN)/pyink rlcs_jax configs experiments tests

@@ -29,6 +29,11 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "test": [
         "pytest==9.2.0",
+        # `make test` runs the suite in two worker processes (one per core).
+        "pytest-xdist==3.8.0",
+        "execnet==2.1.2",
+        # The workers share one compilation cache; JAX locks it with filelock.
+        "filelock==4.3.2",
         "hypothesis==6.170.15",
         "pyink==26.5.1",
         # Test-only peers for numerical equivalence with Hugging Face.

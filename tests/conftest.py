@@ -4,7 +4,11 @@ Compiled programs are cached on disk for the length of one pytest run (a
 fresh, empty directory each run, removed at exit), shared with the
 subprocesses the tests start: many tests compile the same tiny-model step
 (every `python -m rlcs_jax.main` run, each resumed or rerun trainer), and
-XLA compilation is most of their time on CPU.
+XLA compilation is most of their time on CPU. `make test` runs the suite in
+two pytest-xdist workers; they inherit the directory from the controller
+process, which imports this file first, and a size limit turns on JAX's file
+lock around cache reads and writes so one worker never reads an entry the
+other is still writing.
 """
 
 import atexit
@@ -26,3 +30,4 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 << 30)
