@@ -174,14 +174,26 @@ def apply_rope(x_BLNH: Array, rope) -> Array:
 
 
 class Attention(nn.Module):
-  """Grouped-query attention reading and writing an explicit KV cache."""
+  """Grouped-query attention reading and writing an explicit KV cache.
+
+  Returns (output, new layer cache or None, the new tokens' (keys, values)
+  [B, L, K, H] as attention uses them, for a prefix).
+  """
 
   cfg: ModelConfig
   transposed_weights: bool = False  # See `to_sampling_layout`.
 
   @nn.compact
   def __call__(
-      self, x_BLD, rope, valid_BL, layer_cache, cache_valid, cache_end
+      self,
+      x_BLD,
+      rope,
+      valid_BL,
+      layer_cache,
+      cache_valid,
+      cache_end,
+      prefix_layer=None,
+      prefix_valid=None,
   ):
     cfg = self.cfg
     pd, cd = dtype_of(cfg.param_dtype), dtype_of(cfg.dtype)
@@ -229,7 +241,24 @@ class Attention(nn.Module):
           f"blkh->{kv_cache.CACHE_LAYOUT[name].replace('s', 'l')}", x_BLKH
       ).astype(layer_cache[name].dtype)
 
-    if (
+    if prefix_layer is not None:
+      # The new tokens attend to every valid prefix token and causally to
+      # themselves, in one softmax; the prefix's keys and values carry
+      # gradients back to the pass that computed them.
+      lp = prefix_valid.shape[1]
+      mask_BLS = jnp.concatenate(
+          [jnp.broadcast_to(prefix_valid[:, None], (b, l, lp)), new_mask_BLL],
+          axis=-1,
+      )
+      out = attention.self_attention(
+          q,
+          jnp.concatenate([prefix_layer["k"].astype(kk.dtype), kk], axis=1),
+          jnp.concatenate([prefix_layer["v"].astype(v.dtype), v], axis=1),
+          mask_BLS,
+          cd,
+      )
+      new_cache = None
+    elif (
         layer_cache is None
         or layer_cache["v"].shape[kv_cache.CACHE_SLOT_AXIS["v"]] == 0
     ):
@@ -293,7 +322,7 @@ class Attention(nn.Module):
     # (h, n) in that order and XLA:CPU then transposed the weight on every
     # call, i.e. once per layer per decoded token).
     out = dense(out, wo, 2, cd, om)
-    return out, new_cache
+    return out, new_cache, {"k": kk, "v": v}
 
 
 def _attention(q_BLNH, segments, dtype):
@@ -398,18 +427,28 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(
-      self, x_BLD, rope, valid_BL, layer_cache, cache_valid, cache_end
+      self,
+      x_BLD,
+      rope,
+      valid_BL,
+      layer_cache,
+      cache_valid,
+      cache_end,
+      prefix_layer=None,
+      prefix_valid=None,
   ):
     cfg = self.cfg
     pd = dtype_of(cfg.param_dtype)
     tw = self.transposed_weights
-    attn_out, new_cache = Attention(cfg, tw, name="attn")(
+    attn_out, new_cache, kv = Attention(cfg, tw, name="attn")(
         RMSNorm(cfg.rms_eps, pd, name="attn_norm")(x_BLD),
         rope,
         valid_BL,
         layer_cache,
         cache_valid,
         cache_end,
+        prefix_layer,
+        prefix_valid,
     )
     x_BLD = x_BLD + attn_out
     x_BLD = x_BLD + MLP(cfg, tw, name="mlp")(
@@ -418,7 +457,7 @@ class Block(nn.Module):
     x_BLD = _constrain(
         x_BLD, ("activation_batch", "activation_length", "activation_embed")
     )
-    return x_BLD, new_cache
+    return x_BLD, new_cache, kv
 
 
 class Transformer(nn.Module):
@@ -439,6 +478,8 @@ class Transformer(nn.Module):
       valid_BL: Array | None = None,
       cache: kv_cache.Cache | None = None,
       return_hidden: bool = False,
+      prefix: dict[str, Any] | None = None,
+      return_prefix: bool = False,
   ):
     """Runs the model.
 
@@ -452,24 +493,38 @@ class Transformer(nn.Module):
         `init_cache(cfg, batch, 0)`) comes back holding just the L tokens.
       return_hidden: return final normalised hidden states [B, L, D]
         (float32) instead of logits, for chunked losses.
+      prefix: tokens before these ones, as `return_prefix` gave them (with
+        its rows repeated, e.g. one prompt's for each of its completions):
+        the L tokens attend to its valid tokens and causally to themselves.
+        Unlike a cache, nothing is written and gradients flow into the pass
+        that computed it. Not combined with `cache`.
+      return_prefix: return these tokens' keys and values per layer, for a
+        later call's `prefix`: {"layers": ({"k", "v": [B, L, K, H]}, ...),
+        "valid": [B, L]}, in place of the cache.
 
     Returns:
-      (logits_BLV float32 or hidden_BLD, new cache or None).
+      (logits_BLV float32 or hidden_BLD, the new cache, or the prefix with
+      `return_prefix`, or None).
     """
     cfg = self.cfg
     pd, cd = dtype_of(cfg.param_dtype), dtype_of(cfg.dtype)
+    if prefix is not None and cache is not None:
+      raise ValueError("a prefix and a KV cache cannot be combined")
+    if return_prefix and cache is not None:
+      raise ValueError("return_prefix is for cache-free calls")
     if valid_BL is None:
       valid_BL = jnp.ones(tokens_BL.shape, bool)
+    earlier = cache if prefix is None else prefix  # Tokens before these.
     rope_table = None
     if positions_BL is None:
-      # Position = number of valid tokens before this one (cache included),
-      # so below the number of cache slots plus L.
-      offset_B = 0 if cache is None else jnp.sum(cache["valid"], axis=-1)
+      # Position = number of valid tokens before this one (cache or prefix
+      # included), so below the number of earlier slots plus L.
+      offset_B = 0 if earlier is None else jnp.sum(earlier["valid"], axis=-1)
       positions_BL = jnp.maximum(
           jnp.reshape(offset_B, (-1, 1)) + jnp.cumsum(valid_BL, axis=-1) - 1, 0
       )
       rope_table = tokens_BL.shape[1] + (
-          0 if cache is None else cache["valid"].shape[1]
+          0 if earlier is None else earlier["valid"].shape[1]
       )
     embed = nn.Embed(
         cfg.vocab_size,
@@ -498,16 +553,27 @@ class Transformer(nn.Module):
           cache["valid"], valid_BL, (0, cache_end)
       )
     rope = rope_angles(positions_BL, cfg.head_dim, cfg.rope_theta, rope_table)
+    kvs = []
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else cache["layers"][i]
-      x, new_layer = block_cls(cfg, tw, name=f"layers_{i}")(
-          x, rope, valid_BL, layer_cache, cache_valid, cache_end
+      x, new_layer, kv = block_cls(cfg, tw, name=f"layers_{i}")(
+          x,
+          rope,
+          valid_BL,
+          layer_cache,
+          cache_valid,
+          cache_end,
+          None if prefix is None else prefix["layers"][i],
+          None if prefix is None else prefix["valid"],
       )
       new_layers.append(new_layer)
+      kvs.append(kv)
     x = RMSNorm(cfg.rms_eps, pd, name="final_norm")(x)
 
     new_cache = None
-    if cache is not None:
+    if return_prefix:
+      new_cache = {"layers": tuple(kvs), "valid": valid_BL}
+    elif cache is not None:
       new_cache = {
           "layers": tuple(new_layers),
           "valid": cache_valid,

@@ -20,6 +20,7 @@ import functools
 from typing import Any, NamedTuple, Sequence
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -210,18 +211,24 @@ def _first_above(cum_BX: Array, u_B: Array, w_BX: Array) -> Array:
   return jnp.minimum(count, last).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg",))
+@functools.partial(jax.jit, static_argnames=("model_cfg", "group_size"))
 def prefill(
     params,
     tokens_BP: Array,
     valid_BP: Array,
     *,
     model_cfg: ModelConfig,
+    group_size: int = 1,
 ):
   """Runs the prompt through the model; returns (next-token logits, cache).
 
-  The cache has the prompt's P slots; `decode` grows it.
+  The cache has the prompt's P slots; `decode` grows it. With `group_size`
+  R > 1, rows i*R .. i*R+R-1 must be the same prompt (a GRPO group's): each
+  group's first row is run and its logits and cache are repeated R times.
   """
+  r = group_size
+  if r > 1:
+    tokens_BP, valid_BP = tokens_BP[::r], valid_BP[::r]
   b, p = tokens_BP.shape
   logits_BPV, cache = Transformer(model_cfg).apply(
       {"params": params},
@@ -231,10 +238,20 @@ def prefill(
   )
   # Logits at each row's last valid prompt token (left or right padding).
   last = p - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
-  return (
-      jnp.take_along_axis(logits_BPV, last[:, None, None], axis=1)[:, 0],
-      cache,
-  )
+  logits_BV = jnp.take_along_axis(logits_BPV, last[:, None, None], axis=1)
+  if r > 1:
+    # Split over the batch axes again, as the rows arrived (a no-op without
+    # logical axis rules).
+    rows = lambda x: nn.with_logical_constraint(
+        jnp.repeat(x, r, axis=0), ("activation_batch",) + (None,) * (x.ndim - 1)
+    )
+    logits_BV = rows(logits_BV)
+    cache = dict(
+        cache,
+        layers=jax.tree.map(rows, cache["layers"]),
+        valid=rows(cache["valid"]),
+    )
+  return logits_BV[:, 0], cache
 
 
 # Not donated: the loop grows the cache, so no input buffer has an output's
@@ -357,11 +374,14 @@ def generate_arrays(
     *,
     model_cfg: ModelConfig,
     cfg: SamplingConfig,
+    group_size: int = 1,
 ):
   """Device-side generation on padded arrays; returns device arrays.
 
   Returns (tokens_BT, logprobs_BT, lengths_B, truncated_B). Usable inside a
   larger jitted program or with sharded inputs (batch sharding propagates).
+  `group_size` R > 1: rows i*R .. i*R+R-1 are one prompt, prefilled once
+  (`prefill`).
   """
   p = tokens_BP.shape[1]
   cache_len = p + cfg.max_new_tokens
@@ -372,7 +392,9 @@ def generate_arrays(
         "shorten the prompts or lower sampler.max_new_tokens"
     )
   params = compute_params(params, model_cfg)
-  logits, cache = prefill(params, tokens_BP, valid_BP, model_cfg=model_cfg)
+  logits, cache = prefill(
+      params, tokens_BP, valid_BP, model_cfg=model_cfg, group_size=group_size
+  )
   state = decode(
       params,
       initial_state(logits, cache, rng, cfg),

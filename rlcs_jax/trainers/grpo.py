@@ -197,30 +197,53 @@ class GRPOTrainer:
 
   # -- jitted function caches (one per padded prompt length) ---------------
 
-  def _update_fn(self, prompt_len: int):
-    if prompt_len not in self._update_fns:
-      self._update_fns[prompt_len] = jax.jit(
+  def _update_fn(self, prompt_len: int, group_size: int):
+    key = (prompt_len, group_size)
+    if key not in self._update_fns:
+      self._update_fns[key] = jax.jit(
           grpo_update.make_update_step(
               self.model_cfg,
               self.tx,
               self.cfg,
               prompt_len,
               self.sampling_cfg.temperature,
+              group_size,
           ),
           in_shardings=(self.shardings, None),
           out_shardings=(self.shardings, shd.replicated(self.mesh)),
           donate_argnames=("state",),
       )
-    return self._update_fns[prompt_len]
+    return self._update_fns[key]
 
-  def _logp_fn(self, prompt_len: int):
-    if prompt_len not in self._logp_fns:
-      self._logp_fns[prompt_len] = jax.jit(
+  def _logp_fn(self, prompt_len: int, group_size: int):
+    key = (prompt_len, group_size)
+    if key not in self._logp_fns:
+      self._logp_fns[key] = jax.jit(
           lambda p, t, v: grpo_update.completion_logprobs(
-              p, self.model_cfg, t, v, prompt_len, self.sampling_cfg.temperature
+              p,
+              self.model_cfg,
+              t,
+              v,
+              prompt_len,
+              self.sampling_cfg.temperature,
+              group_size,
           )[0]
       )
-    return self._logp_fns[prompt_len]
+    return self._logp_fns[key]
+
+  def _prompt_group_size(self, roll: rollouts.Rollout) -> int:
+    """R when each group's R rows share their prompt tokens and every
+    micro-batch holds whole groups (the forward passes then run each prompt
+    once, `grpo_update.completion_logprobs`), else 1."""
+    r = self.cfg.num_generations
+    rows, lp = roll.tokens.shape[0], roll.prompt_len
+    if r == 1 or rows % r or (self.cfg.micro_batch or rows) % r:
+      return 1
+    for x in (roll.tokens[:, :lp], roll.valid[:, :lp]):
+      groups = x.reshape(rows // r, r, lp)
+      if not (groups == groups[:, :1]).all():
+        return 1
+    return r
 
   # -- rollouts ------------------------------------------------------------
 
@@ -240,9 +263,12 @@ class GRPOTrainer:
         )
     return encoded
 
-  def _generate(self, prompt_ids, rng) -> text_sampler.Completions:
+  def _generate(
+      self, prompt_ids, rng, group_size: int = 1
+  ) -> text_sampler.Completions:
     """Samples one completion per prompt from the same host prompts on every
-    process (the sampler's computation is global)."""
+    process (the sampler's computation is global). `group_size` R > 1: rows
+    i*R .. i*R+R-1 are one prompt (prefilled once)."""
     cfg = self.sampling_cfg
     length = sampling.bucket_length(
         max(map(len, prompt_ids)), cfg.prompt_buckets
@@ -265,6 +291,7 @@ class GRPOTrainer:
         jax.random.fold_in(rng, 0),
         model_cfg=self.model_cfg,
         cfg=cfg,
+        group_size=group_size,
     )
     comp, logprobs, lengths, truncated = shd.host_from_global(out)
     return text_sampler.Completions(
@@ -285,7 +312,9 @@ class GRPOTrainer:
     r = self.cfg.num_generations
     encoded = self._encode_prompts(records)
     prompts = [rec["prompt"] for rec in records for _ in range(r)]
-    out = self._generate([ids for ids in encoded for _ in range(r)], rng)
+    out = self._generate(
+        [ids for ids in encoded for _ in range(r)], rng, group_size=r
+    )
     rows = [rec for rec in records for _ in range(r)]
     batch = rewards_lib.RewardBatch(
         prompts=prompts,
@@ -418,7 +447,8 @@ class GRPOTrainer:
             else np.asarray(seq_weight, np.float32).reshape(-1)
         ),
     }
-    logp_fn = self._logp_fn(roll.prompt_len)
+    group_size = self._prompt_group_size(roll)
+    logp_fn = self._logp_fn(roll.prompt_len, group_size)
     if self.cfg.num_iterations > 1:
       t1 = time.perf_counter()
       batch["old_logp"] = logp_fn(
@@ -433,7 +463,7 @@ class GRPOTrainer:
       )
       jax.block_until_ready(batch["ref_logp"])
       timings["time/reference"] = time.perf_counter() - t1
-    update = self._update_fn(roll.prompt_len)
+    update = self._update_fn(roll.prompt_len, group_size)
     t2 = time.perf_counter()
     per_iter = []
     for _ in range(self.cfg.num_iterations):

@@ -43,18 +43,50 @@ def completion_logprobs(
     valid_BL: jax.Array,
     prompt_len: int,
     temperature: float = 1.0,
+    group_size: int = 1,
 ):
   """Log-probs and entropies of the completion tokens [B, T] (float32).
 
-  Only the T completion positions go through the output head.
+  Only the T completion positions go through the output head. With
+  `group_size` R > 1, rows i*R .. i*R+R-1 must share their prompt (the first
+  `prompt_len` tokens and valid flags), as a GRPO group's completions do:
+  each prompt then goes through the model once, and its keys and values are
+  repeated for its R completions, which attend to them as a prefix (and
+  send their gradients back through them). The same function of the
+  parameters on P*Lp + B*T tokens instead of B*(Lp+T); values differ from
+  the R = 1 pass by float rounding only.
   """
-  hidden, _ = Transformer(model_cfg).apply(
-      {"params": params},
-      tokens_BL[:, :-1],
-      valid_BL=valid_BL[:, :-1],
-      return_hidden=True,
-  )
-  hidden = hidden[:, prompt_len - 1 :]
+  model = Transformer(model_cfg)
+  if group_size == 1:
+    hidden, _ = model.apply(
+        {"params": params},
+        tokens_BL[:, :-1],
+        valid_BL=valid_BL[:, :-1],
+        return_hidden=True,
+    )
+    hidden = hidden[:, prompt_len - 1 :]
+  else:
+    r = group_size
+    hidden_PL, prefix = model.apply(
+        {"params": params},
+        tokens_BL[::r, :prompt_len],
+        valid_BL=valid_BL[::r, :prompt_len],
+        return_hidden=True,
+        return_prefix=True,
+    )
+    repeat = lambda x: jnp.repeat(x, r, axis=0)
+    # The last prompt position's hidden state predicts the first completion
+    # token (prompts are left-padded, so it is the last prompt token).
+    hidden = repeat(hidden_PL[:, -1:])
+    if tokens_BL.shape[1] - prompt_len > 1:
+      hidden_BT, _ = model.apply(
+          {"params": params},
+          tokens_BL[:, prompt_len:-1],
+          valid_BL=valid_BL[:, prompt_len:-1],
+          prefix=jax.tree.map(repeat, prefix),
+          return_hidden=True,
+      )
+      hidden = jnp.concatenate([hidden, hidden_BT], axis=1)
   logits = output_logits(params, model_cfg, hidden)
   return logprobs_lib.token_logprobs_and_entropy(
       logits, tokens_BL[:, prompt_len:], temperature=temperature
@@ -67,13 +99,24 @@ def make_update_step(
     cfg: grpo.GRPOConfig,
     prompt_len: int,
     temperature: float,
+    group_size: int = 1,
 ):
-  """step(state, batch) -> (state, metrics); micro-batches under scan."""
+  """step(state, batch) -> (state, metrics); micro-batches under scan.
+
+  `group_size` > 1: every micro-batch holds whole groups of that many rows
+  sharing a prompt (see `completion_logprobs`).
+  """
   loss_cfg = cfg.loss
 
   def loss_fn(params, b):
     logp, entropy = completion_logprobs(
-        params, model_cfg, b["tokens"], b["valid"], prompt_len, temperature
+        params,
+        model_cfg,
+        b["tokens"],
+        b["valid"],
+        prompt_len,
+        temperature,
+        group_size,
     )
     # One update pass per rollout: the old policy is the current one, so its
     # log-probs are this forward's, detached (ratio exactly 1, gradient

@@ -260,3 +260,31 @@ def test_long_decode_grows_the_cache_in_place_and_matches_forward(params):
     want = jnp.take_along_axis(logp, seq[0, len(prompt) :, None], -1)[:, 0]
     # float32 sums in another order over up to 158 keys: ~1e-4 apart.
     np.testing.assert_allclose(out.logprobs_BT[row], want, atol=5e-4)
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_group_prefill_equals_per_row_prefill(params, padding):
+  r = 3
+  cfg = sampling.SamplingConfig(
+      max_new_tokens=6, temperature=1.0, padding=padding, prompt_buckets=(8,)
+  )
+  rows = [p for p in PROMPTS for _ in range(r)]
+  tokens, valid = sampling.pad_prompts(rows, 8, cfg.pad_id, padding)
+  outs = [
+      sampling.generate_arrays(
+          params,
+          tokens,
+          valid,
+          jax.random.key(3),
+          model_cfg=CFG,
+          cfg=cfg,
+          group_size=g,
+      )
+      for g in (1, r)
+  ]
+  (tok1, logp1, len1, _), (tokr, logpr, lenr, _) = outs
+  np.testing.assert_array_equal(tokr, tok1)
+  np.testing.assert_array_equal(lenr, len1)
+  np.testing.assert_allclose(logpr, logp1, atol=1e-4)
+  # Sampled, not greedy: a group's rows differ.
+  assert len({tuple(t) for t in np.asarray(tok1)[:r].tolist()}) > 1

@@ -1,6 +1,10 @@
 """GRPO trainer: multi-iteration ratios, sharding, resume, dynamic sampling."""
 
+import dataclasses
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -199,3 +203,39 @@ def test_reward_api_weights_and_nan():
       rewards_lib.RewardComponent("n", lambda b: np.full(3, np.nan), 1.0)
   ]
   assert np.isnan(rewards_lib.evaluate(all_nan, batch)[0]).all()
+
+
+def test_prompt_shared_pass_equals_per_row_pass(run, tmp_path):
+  r, source, params = run
+  trainer = _trainer(run, str(tmp_path))
+  it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4, seed=0)
+  with jax.set_mesh(trainer.mesh):
+    roll = trainer.rollout(it, 0)
+  g = trainer.cfg.num_generations
+  assert g > 1 and trainer._prompt_group_size(roll) == g
+  # The prompts have several lengths: groups differ in their left padding.
+  assert len(set(roll.valid[:, : roll.prompt_len].sum(1))) > 1
+  m = roll.mask
+  for dtype, tol in (("float32", 2e-5), ("bfloat16", 2e-2)):
+    cfg = dataclasses.replace(r.model_cfg, dtype=dtype)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def grad_and_values(p, group_size, cfg=cfg):
+      def loss(p):
+        logp, ent = grpo.grpo_update.completion_logprobs(
+            p, cfg, roll.tokens, roll.valid, roll.prompt_len, 0.7, group_size
+        )
+        return jnp.sum(jnp.where(m, logp + 0.1 * ent, 0.0)), (logp, ent)
+
+      return jax.grad(loss, has_aux=True)(p)
+
+    g1, (logp1, ent1) = grad_and_values(params, 1)
+    gr, (logpr, entr) = grad_and_values(params, g)
+    np.testing.assert_allclose(np.asarray(logpr)[m], logp1[m], atol=tol)
+    np.testing.assert_allclose(np.asarray(entr)[m], ent1[m], atol=tol)
+    for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(g1)):
+      a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+      assert np.abs(a - b).max() <= tol * max(np.abs(b).max(), 1e-3)
+  # A group whose rows have different prompts gets the per-row pass.
+  roll.tokens[1, roll.prompt_len - 2] += 1
+  assert trainer._prompt_group_size(roll) == 1
