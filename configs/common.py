@@ -155,6 +155,11 @@ def base_config() -> ml_collections.ConfigDict:
           num_generations=4,  # R completions per prompt (the group).
           num_iterations=1,  # Update passes per rollout (>1 reuses old logps).
           micro_batch=0,  # Rows per micro-batch; 0 = the whole P*R batch.
+          # Log-prob and update passes run each group's prompt once (its keys
+          # and values shared by the R completions): (1 - 1/R) * Lp / (Lp + T)
+          # fewer tokens through the model, for a second model pass to
+          # compile (the sampler's prefill always runs a prompt once).
+          share_prompt_pass=True,
           max_new_tokens=128,
           temperature=1.0,
           beta=0.04,  # KL weight; 0 drops the reference model entirely.

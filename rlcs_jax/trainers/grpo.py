@@ -71,6 +71,7 @@ class GRPOConfig:
   num_generations: int  # R per prompt.
   num_iterations: int  # Update passes per rollout batch.
   micro_batch: int  # Rows per micro-batch; 0 = the whole batch.
+  share_prompt_pass: bool  # Each group's prompt once in the model passes.
   scale_by_std: bool
   adv_eps: float
   dynamic_sampling: bool
@@ -107,6 +108,7 @@ class GRPOConfig:
         num_generations=g.num_generations,
         num_iterations=g.num_iterations,
         micro_batch=g.micro_batch,
+        share_prompt_pass=g.share_prompt_pass,
         scale_by_std=g.scale_by_std,
         adv_eps=g.adv_eps,
         dynamic_sampling=g.dynamic_sampling,
@@ -232,12 +234,15 @@ class GRPOTrainer:
     return self._logp_fns[key]
 
   def _prompt_group_size(self, roll: rollouts.Rollout) -> int:
-    """R when each group's R rows share their prompt tokens and every
-    micro-batch holds whole groups (the forward passes then run each prompt
-    once, `grpo_update.completion_logprobs`), else 1."""
+    """R when `grpo.share_prompt_pass` is set, each group's R rows share
+    their prompt tokens and every micro-batch holds whole groups (the model
+    passes then run each prompt once, `grpo_update.completion_logprobs`),
+    else 1."""
     r = self.cfg.num_generations
     rows, lp = roll.tokens.shape[0], roll.prompt_len
-    if r == 1 or rows % r or (self.cfg.micro_batch or rows) % r:
+    if not self.cfg.share_prompt_pass or rows % r:
+      return 1
+    if (self.cfg.micro_batch or rows) % r:
       return 1
     for x in (roll.tokens[:, :lp], roll.valid[:, :lp]):
       groups = x.reshape(rows // r, r, lp)

@@ -135,6 +135,9 @@ def test_overlong_mask_and_penalty(run, tmp_path):
 
 def test_sharded_update_equals_unsharded(run, tmp_path):
   r, source, _ = run
+  # With the shared prompt pass, whose prompt rows are a strided slice of
+  # the batch-sharded rows.
+  config = _with(r.config, **{"grpo.share_prompt_pass": True})
   results = []
   for sizes in (
       {"data": 1, "fsdp": 1, "tensor": 1},
@@ -142,7 +145,7 @@ def test_sharded_update_equals_unsharded(run, tmp_path):
   ):
     n = int(np.prod(list(sizes.values())))
     mesh = grpo.shd.make_mesh(sizes, jax.devices()[:n])
-    trainer = _trainer(run, str(tmp_path / str(n)), mesh=mesh)
+    trainer = _trainer(run, str(tmp_path / str(n)), config, mesh=mesh)
     it = grpo.pipeline.records_iterator(
         source, "contexts", batch_size=4, seed=0
     )
@@ -207,12 +210,15 @@ def test_reward_api_weights_and_nan():
 
 def test_prompt_shared_pass_equals_per_row_pass(run, tmp_path):
   r, source, params = run
-  trainer = _trainer(run, str(tmp_path))
+  assert not r.config.grpo.share_prompt_pass  # Off at test sizes.
+  config = _with(r.config, **{"grpo.share_prompt_pass": True})
+  trainer = _trainer(run, str(tmp_path), config)
   it = grpo.pipeline.records_iterator(source, "contexts", batch_size=4, seed=0)
   with jax.set_mesh(trainer.mesh):
     roll = trainer.rollout(it, 0)
   g = trainer.cfg.num_generations
   assert g > 1 and trainer._prompt_group_size(roll) == g
+  assert _trainer(run, str(tmp_path / "off"))._prompt_group_size(roll) == 1
   # The prompts have several lengths: groups differ in their left padding.
   assert len(set(roll.valid[:, : roll.prompt_len].sum(1))) > 1
   m = roll.mask
