@@ -1,7 +1,8 @@
 """The profiles behind the README's Performance notes (CPU).
 
   python -m experiments.cpu_profile \
-      [--sections matmul,decode,train,attention,logprobs,sampling,rollout]
+      [--sections matmul,decode,train,attention,logprobs,sampling,rollout,
+                  prompt_share]
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
@@ -35,6 +36,12 @@ logprobs  GRPO's completion log-probs and entropies over SmolLM2's vocabulary
 rollout  a GRPO rollout's generation (SmolLM2 shape, random weights, B = 16,
         prompt 16 + 128 sampled tokens, bf16 compute) with a float32 and
         with a bf16 KV cache, interleaved: ms per sampled token.
+prompt_share  GRPO's completion log-probs (the reference pass) and their
+        gradient (the update's forward + backward) for SmolLM2's shape
+        (random weights, bf16 compute), B = 16 rows of 4 prompts x 4
+        completions of 128 tokens, prompts of 16 and of 128 tokens: the
+        per-row pass vs the shared prompt pass (`grpo.share_prompt_pass`,
+        each prompt run once), interleaved.
 sampling  one sampled token's choice over SmolLM2's vocabulary at B = 16
         (a GRPO rollout's batch): `sampling._choose` (one uniform number
         per row, inverse CDF) vs the Gumbel-max draw (the same draw as
@@ -323,6 +330,46 @@ def logprobs(reps: int = 5) -> None:
     print(f"  {what:18s} {name:15s} {1e3 * secs:6.0f} ms")
 
 
+def prompt_share(reps: int = 5, groups: int = 4, group_size: int = 4) -> None:
+  from rlcs_jax.trainers import grpo_update  # pylint: disable=g-import-not-at-top
+
+  cfg = dataclasses.replace(
+      ModelConfig(**PRESETS["smollm2_135m"]), dtype="bfloat16"
+  )
+  params = _random_params(cfg)
+  rng = np.random.default_rng(0)
+  b, t = groups * group_size, 128
+  for prompt in (16, 128):
+    # Left-padded prompts of several lengths, one per group; completions of
+    # several lengths.
+    tokens = rng.integers(3, cfg.vocab_size, (b, prompt + t)).astype(np.int32)
+    valid = np.ones((b, prompt + t), bool)
+    for g in range(groups):
+      rows = slice(g * group_size, (g + 1) * group_size)
+      tokens[rows, :prompt] = tokens[g * group_size, :prompt]
+      valid[rows, : int(rng.integers(0, prompt // 4 + 1))] = False
+    valid[:, prompt:] = np.arange(t) < rng.integers(t // 2, t + 1, (b, 1))
+    mask = valid[:, prompt:]
+    runs = {}
+    for name, r in (("per row", 1), ("shared prompt", group_size)):
+
+      def logp(p, r=r):
+        return grpo_update.completion_logprobs(
+            p, cfg, tokens, valid, prompt, 1.0, r
+        )[0]
+
+      forward = jax.jit(logp)
+      grad = jax.jit(
+          jax.grad(lambda p, logp=logp: jnp.sum(jnp.where(mask, logp(p), 0)))
+      )
+      runs["forward", name] = lambda f=forward: f(params)
+      runs["forward + backward", name] = lambda f=grad: f(params)
+    saved = (1 - 1 / group_size) * prompt / (prompt + t - 1)
+    print(f"  prompt {prompt}: {100 * saved:.0f}% fewer tokens shared")
+    for (what, name), secs in sorted(_interleaved_median_s(runs, reps).items()):
+      print(f"    {what:18s} {name:13s} {1e3 * secs:6.0f} ms")
+
+
 def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
   vocab = PRESETS["smollm2_135m"]["vocab_size"]
   logits = 4 * jax.random.normal(jax.random.key(0), (batch, vocab))
@@ -443,7 +490,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
       "--sections",
-      default="matmul,decode,train,attention,logprobs,sampling,rollout",
+      default=(
+          "matmul,decode,train,attention,logprobs,sampling,rollout,"
+          "prompt_share"
+      ),
   )
   args = parser.parse_args()
   sections = dict(
@@ -454,6 +504,7 @@ def main() -> None:
       logprobs=logprobs,
       sampling=sampling_choice,
       rollout=rollout,
+      prompt_share=prompt_share,
   )
   for section in args.sections.split(","):
     print(section.upper(), flush=True)
