@@ -240,9 +240,8 @@ class GRPOTrainer:
     else 1."""
     r = self.cfg.num_generations
     rows, lp = roll.tokens.shape[0], roll.prompt_len
-    if not self.cfg.share_prompt_pass or rows % r:
-      return 1
-    if (self.cfg.micro_batch or rows) % r:
+    whole_groups = rows % r == 0 and (self.cfg.micro_batch or rows) % r == 0
+    if not (self.cfg.share_prompt_pass and whole_groups):
       return 1
     for x in (roll.tokens[:, :lp], roll.valid[:, :lp]):
       groups = x.reshape(rows // r, r, lp)
