@@ -26,7 +26,7 @@ attention  one SmolLM2-shaped layer's attention over the new tokens (B=8,
         L=256, causal), forward and forward + backward, in float32 and
         with bfloat16 products: `attention.self_attention` (custom VJP)
         vs the einsum version differentiated by JAX that it replaced
-        (`transformer._attention` with one uncached segment), interleaved.
+        (`attention.segment_attention` with one uncached segment), interleaved.
 logprobs  GRPO's completion log-probs and entropies over SmolLM2's vocabulary
         ([16, 128, 49152] float32 logits, a GRPO step's completions):
         `token_logprobs_and_entropy` (one native variadic reduction) vs
@@ -73,7 +73,6 @@ from rlcs_jax import host_memory
 from rlcs_jax.model.config import PRESETS, ModelConfig
 from rlcs_jax.model import attention as attention_lib
 from rlcs_jax.model import matmul as matmul_lib
-from rlcs_jax.model import transformer as transformer_lib
 from rlcs_jax.model.transformer import Transformer
 from rlcs_jax.sampler import sampling
 
@@ -270,7 +269,7 @@ def attention(batch: int = 8, length: int = 256, reps: int = 7) -> None:
 
   def einsum_version(q, kk, v, dt):  # What self_attention replaced.
     segment = (kk, v, mask, False)
-    return transformer_lib._attention(q, [segment], dt)[0]  # pylint: disable=protected-access
+    return attention_lib.segment_attention(q, [segment], dt)[0]
 
   def custom_vjp_version(q, kk, v, dt):
     return attention_lib.self_attention(q, kk, v, mask, dt)

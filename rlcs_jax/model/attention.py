@@ -1,13 +1,14 @@
-"""Grouped-query attention of L new tokens over themselves, with its backward.
+"""Grouped-query attention: over new tokens (with a backward), over a cache.
 
-The training forward pass, the reference and log-prob passes and the prefill
-attend over the L tokens they are given (no cache). Written as einsums and
-differentiated by JAX, that attention took about 30% of the op time of a
-bf16 SmolLM2 training step on XLA:CPU for about 6% of its FLOPs: JAX's
-transposed products contract their operands' leading axes, and XLA:CPU runs
-such a bf16 dot as a float32 one (converting the [B, K, G*L, S]
-probabilities first) or copies the big operands into another layout, and
-softmax's backward sums p * dp over S.
+`self_attention`: the training forward pass, the reference and log-prob
+passes and the prefill attend over the L tokens they are given (no cache;
+after a shared prefix's keys in GRPO's shared prompt pass). Written as
+einsums and differentiated by JAX, that attention took about 30% of the op
+time of a bf16 SmolLM2 training step on XLA:CPU for about 6% of its FLOPs:
+JAX's transposed products contract their operands' leading axes, and
+XLA:CPU runs such a bf16 dot as a float32 one (converting the [B, K, G*L,
+S] probabilities first) or copies the big operands into another layout,
+and softmax's backward sums p * dp over S.
 
 Here both passes are written out (`jax.custom_vjp`) so that every product is
 a plain batched matmul: [B, K, M, C] @ [B, K, C, N], batched over (b, k),
@@ -19,8 +20,12 @@ sum_s p_s dp_s = dout . out (per query row and head), a sum over H instead
 of S, and zeroes the gradient of masked scores (also for a row with no
 visible key, whose probabilities are uniform).
 
-Shape legend: B batch, L queries, S keys (S = L here), N query heads, K kv
-heads, G = N // K, M = G * L (query rows per kv head, g-major), H head dim.
+`segment_attention`: decoding and extending a KV cache, queries over the
+cache and the new tokens as segments of one softmax (no backward needed).
+
+Shape legend: B batch, L queries, S keys (L, or a prefix's Lp + L), N query
+heads, K kv heads, G = N // K, M = G * L (query rows per kv head, g-major),
+H head dim.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from rlcs_jax.model.matmul import permuted
+from rlcs_jax.model import kv_cache
+from rlcs_jax.model.matmul import dot, permuted
 
 Array = jax.Array
 
@@ -127,3 +134,48 @@ def _self_attention_bwd(dtype, res, dout_BLNH):
 
 
 self_attention.defvjp(_forward, _self_attention_bwd)
+
+
+def segment_attention(q_BLNH, segments, dtype):
+  """Grouped-query attention of L queries over segments of keys.
+
+  The cached path (decoding, extending a cache); attention over the new
+  tokens alone (or after a prefix) is `self_attention`. Each segment is (keys,
+  values, mask_BLS, cached): keys and values [B, S, K, H], or in the
+  cache's layout (`CACHE_LAYOUT`) when cached, and which of its S keys each
+  query sees. One softmax (float32) spans all segments' keys. Returns the
+  output [B, L, N, H] and the last cached segment's probabilities x values
+  product [B, K, G*L, H] (None without one).
+  """
+  b, l, n, h = q_BLNH.shape
+  keys, _, _, cached = segments[0]
+  k = keys.shape[kv_cache.CACHE_LAYOUT["k"].index("k") if cached else 2]
+  g = n // k
+  q = q_BLNH.reshape(b, l, k, g, h)
+  # Cached segments contract [B, K, G*L, .] queries with the cache as plain
+  # batched matmuls (each contracting the left operand's last axis and the
+  # right one's first non-batch axis), the form XLA:CPU hands to YNNPACK
+  # without transposing the cache.
+  q_BKMH = q.transpose(0, 2, 3, 1, 4).reshape(b, k, g * l, h)
+  kl, vl = kv_cache.CACHE_LAYOUT["k"], kv_cache.CACHE_LAYOUT["v"]
+  logits = []
+  for keys, _, mask_BLS, cached in segments:
+    if cached:
+      x = dot(f"bkmh,{kl}->bkms", q_BKMH, keys, dtype).reshape(b, k, g, l, -1)
+    else:
+      x = dot("blkgh,bskh->bkgls", q, keys, dtype)
+    logits.append(jnp.where(mask_BLS[:, None, None], x * h**-0.5, NEG_INF))
+  probs = jax.nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1)
+  splits = np.cumsum([x.shape[-1] for x in logits])[:-1]
+  outs, read = [], None
+  for p, (_, values, _, cached) in zip(
+      jnp.split(probs, splits, axis=-1), segments
+  ):
+    if cached:
+      y = read = dot(
+          f"bkms,{vl}->bkmh", p.reshape(b, k, g * l, -1), values, dtype
+      )
+      outs.append(y.reshape(b, k, g, l, h).transpose(0, 3, 1, 2, 4))
+    else:
+      outs.append(dot("bkgls,bskh->blkgh", p, values, dtype))
+  return sum(outs[1:], outs[0]).reshape(b, l, n, h), read

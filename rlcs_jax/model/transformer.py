@@ -38,12 +38,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rlcs_jax.model import attention
 from rlcs_jax.model import kv_cache
 from rlcs_jax.model.config import ModelConfig, dtype_of
-from rlcs_jax.model.matmul import dense, dot, matmul
+from rlcs_jax.model.matmul import dense, matmul
 
 Array = jax.Array
 
@@ -283,7 +282,7 @@ class Attention(nn.Module):
       # which XLA:CPU runs faster than the f32 ones over an f32 cache (half
       # the bytes); the new tokens' keys and values enter rounded as they
       # are stored.
-      out, read_BKMH = _attention(
+      out, read_BKMH = attention.segment_attention(
           q,
           [
               (layer_cache["k"], layer_cache["v"], old_mask_BLS, True),
@@ -323,53 +322,6 @@ class Attention(nn.Module):
     # call, i.e. once per layer per decoded token).
     out = dense(out, wo, 2, cd, om)
     return out, new_cache, {"k": kk, "v": v}
-
-
-def _attention(q_BLNH, segments, dtype):
-  """Grouped-query attention of L queries over segments of keys.
-
-  The cached path (decoding, extending a cache); attention over the new
-  tokens alone is `attention.self_attention`. Each segment is (keys,
-  values, mask_BLS, cached): keys and values [B, S, K, H], or in the
-  cache's layout (`CACHE_LAYOUT`) when cached, and which of its S keys each
-  query sees. One softmax (float32) spans all segments' keys. Returns the
-  output [B, L, N, H] and the last cached segment's probabilities x values
-  product [B, K, G*L, H] (None without one).
-  """
-  b, l, n, h = q_BLNH.shape
-  keys, _, _, cached = segments[0]
-  k = keys.shape[kv_cache.CACHE_LAYOUT["k"].index("k") if cached else 2]
-  g = n // k
-  q = q_BLNH.reshape(b, l, k, g, h)
-  # Cached segments contract [B, K, G*L, .] queries with the cache as plain
-  # batched matmuls (each contracting the left operand's last axis and the
-  # right one's first non-batch axis), the form XLA:CPU hands to YNNPACK
-  # without transposing the cache.
-  q_BKMH = q.transpose(0, 2, 3, 1, 4).reshape(b, k, g * l, h)
-  kl, vl = kv_cache.CACHE_LAYOUT["k"], kv_cache.CACHE_LAYOUT["v"]
-  logits = []
-  for keys, _, mask_BLS, cached in segments:
-    if cached:
-      x = dot(f"bkmh,{kl}->bkms", q_BKMH, keys, dtype).reshape(b, k, g, l, -1)
-    else:
-      x = dot("blkgh,bskh->bkgls", q, keys, dtype)
-    logits.append(
-        jnp.where(mask_BLS[:, None, None], x * h**-0.5, attention.NEG_INF)
-    )
-  probs = jax.nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1)
-  splits = np.cumsum([x.shape[-1] for x in logits])[:-1]
-  outs, read = [], None
-  for p, (_, values, _, cached) in zip(
-      jnp.split(probs, splits, axis=-1), segments
-  ):
-    if cached:
-      y = read = dot(
-          f"bkms,{vl}->bkmh", p.reshape(b, k, g * l, -1), values, dtype
-      )
-      outs.append(y.reshape(b, k, g, l, h).transpose(0, 3, 1, 2, 4))
-    else:
-      outs.append(dot("bkgls,bskh->blkgh", p, values, dtype))
-  return sum(outs[1:], outs[0]).reshape(b, l, n, h), read
 
 
 class MLP(nn.Module):
@@ -426,29 +378,13 @@ class Block(nn.Module):
   transposed_weights: bool = False  # See `to_sampling_layout`.
 
   @nn.compact
-  def __call__(
-      self,
-      x_BLD,
-      rope,
-      valid_BL,
-      layer_cache,
-      cache_valid,
-      cache_end,
-      prefix_layer=None,
-      prefix_valid=None,
-  ):
+  def __call__(self, x_BLD, *attention_args):
+    """`attention_args`: `Attention`'s arguments after its input."""
     cfg = self.cfg
     pd = dtype_of(cfg.param_dtype)
     tw = self.transposed_weights
     attn_out, new_cache, kv = Attention(cfg, tw, name="attn")(
-        RMSNorm(cfg.rms_eps, pd, name="attn_norm")(x_BLD),
-        rope,
-        valid_BL,
-        layer_cache,
-        cache_valid,
-        cache_end,
-        prefix_layer,
-        prefix_valid,
+        RMSNorm(cfg.rms_eps, pd, name="attn_norm")(x_BLD), *attention_args
     )
     x_BLD = x_BLD + attn_out
     x_BLD = x_BLD + MLP(cfg, tw, name="mlp")(

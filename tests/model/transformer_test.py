@@ -224,7 +224,7 @@ def test_bf16_compute_gradients_close_to_f32():
 
 def _einsum_attention(q, k, v, mask):
   """The attention `attention.self_attention` replaced, float32 autodiff."""
-  return transformer._attention(q, [(k, v, mask, False)], jnp.float32)[0]  # pylint: disable=protected-access
+  return attention.segment_attention(q, [(k, v, mask, False)], jnp.float32)[0]
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
@@ -361,3 +361,27 @@ def test_rope_angles_looked_up_once_per_step():
     hlo = lowered.compile().as_text()
     for op in (" cosine(", " sine("):
       assert hlo.count(op) <= 1, (what, op, hlo.count(op))
+
+
+def test_remat_gradients_equal_plain_gradients():
+  cfg = ModelConfig(**PRESETS["test"])
+  params = nn.meta.unbox(
+      Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+  )["params"]
+  tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, cfg.vocab_size)
+  valid = jnp.arange(8)[None, :] >= jnp.array([[0], [3]])  # Left padding.
+
+  @jax.jit
+  def grads(p):
+    def loss(p, c):
+      logits = Transformer(c).apply({"params": p}, tokens, valid_BL=valid)[0]
+      return jnp.sum(jnp.where(valid[..., None], logits, 0.0) ** 2)
+
+    return [
+        jax.grad(loss)(p, ModelConfig(**{**PRESETS["test"], "remat": r}))
+        for r in (False, True)
+    ]
+
+  plain, remat = grads(params)
+  for a, b in zip(jax.tree.leaves(remat), jax.tree.leaves(plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
