@@ -31,3 +31,28 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 << 30)
+
+# The slowest test files (each over ~30 s on the 2-core CI machine), started
+# first: the two workers then finish together instead of one running a long
+# file alone at the end. Only the order of files changes.
+_SLOW_FILES = (
+    "trainers/pipeline_test.py",
+    "multiprocess_test.py",
+    "trainers/grpo_test.py",
+    "experiments/bench_test.py",
+    "experiments/launch_test.py",
+    "main_test.py",
+    "reliability/numerics_test.py",
+    "trainers/rlmr_test.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    path = item.nodeid.split("::")[0]
+    for i, name in enumerate(_SLOW_FILES):
+      if path == f"tests/{name}":
+        return i
+    return len(_SLOW_FILES)
+
+  items.sort(key=rank)  # Stable: tests keep their order within a file.
