@@ -68,10 +68,17 @@ def load_model(
   return dataclasses.replace(cfg, dtype=dtype), params, tokenizer
 
 
+@functools.cache
+def _init_fn(cfg: ModelConfig):
+  # Jitted once per config: run eagerly, init compiles every op of a forward
+  # pass apart, and every section loads its model afresh.
+  return jax.jit(Transformer(cfg).init)
+
+
 def _load_float32(name: str) -> tuple[ModelConfig, Any, Any]:
   if name in ("tiny", "test"):
     cfg = ModelConfig(**PRESETS[name])
-    variables = Transformer(cfg).init(
+    variables = _init_fn(cfg)(
         jax.random.key(bs.TINY_SEED), jnp.zeros((1, 8), jnp.int32)
     )
     return (

@@ -149,13 +149,17 @@ def make_update_step(
       metrics = losses_lib.combine([metrics, m])
       return (grads, loss_sum + s, count + c, metrics), None
 
-    # First micro-batch outside the scan fixes the metrics' structure.
+    # First micro-batch outside the scan fixes the metrics' structure. With
+    # one micro-batch there is no scan: a zero-length one would still be
+    # traced and compiled (a second copy of the model's backward pass).
     first = jax.tree.map(lambda x: x[0], micro)
     g0, (s0, c0, m0) = grad_fn(state.params, first)
-    rest = jax.tree.map(lambda x: x[1:], micro)
-    (grads, loss_sum, count, metrics), _ = jax.lax.scan(
-        body, (g0, s0, c0, m0), rest
-    )
+    grads, loss_sum, count, metrics = g0, s0, c0, m0
+    if n > 1:
+      rest = jax.tree.map(lambda x: x[1:], micro)
+      (grads, loss_sum, count, metrics), _ = jax.lax.scan(
+          body, (g0, s0, c0, m0), rest
+      )
     denom = jnp.maximum(count, 1).astype(jnp.float32)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -136,13 +136,19 @@ def test_overlong_mask_and_penalty(run, tmp_path):
 def test_sharded_update_equals_unsharded(run, tmp_path):
   r, source, _ = run
   # With the shared prompt pass, whose prompt rows are a strided slice of
-  # the batch-sharded rows.
-  config = _with(r.config, **{"grpo.share_prompt_pass": True})
+  # the batch-sharded rows. The unsharded run takes its 8 rows in two
+  # micro-batches (the update's scan), the sharded one in one (no scan):
+  # equal results check the micro-batch accumulation too.
+  assert r.config.grpo.micro_batch == 4
   results = []
-  for sizes in (
-      {"data": 1, "fsdp": 1, "tensor": 1},
-      {"data": 2, "fsdp": 2, "tensor": 2},
+  for sizes, micro in (
+      ({"data": 1, "fsdp": 1, "tensor": 1}, 4),
+      ({"data": 2, "fsdp": 2, "tensor": 2}, 0),
   ):
+    config = _with(
+        r.config,
+        **{"grpo.share_prompt_pass": True, "grpo.micro_batch": micro},
+    )
     n = int(np.prod(list(sizes.values())))
     mesh = grpo.shd.make_mesh(sizes, jax.devices()[:n])
     trainer = _trainer(run, str(tmp_path / str(n)), config, mesh=mesh)
