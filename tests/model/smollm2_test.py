@@ -201,7 +201,7 @@ def test_looks_like_english_rejects_garbage():
   )
 
 
-def test_greedy_instruction(smol):
+def test_greedy_instruction(smol, forward):
   cfg, params, tok = smol
   prompt = tok.encode_prompt("Write one sentence about the sea.")
   steps = 32
@@ -229,17 +229,12 @@ def test_greedy_instruction(smol):
   assert looks_like_english(text), text
   assert "sea" in text.lower() or "ocean" in text.lower()
   # Cross-check the first tokens against argmax of the full forward pass
-  # (no cache), padded to the same length so the forward compiles once.
+  # (no cache).
   n = 6
   seq = list(prompt) + [int(t) for t in tokens[:n]]
-  logits = _forward_no_cache(cfg, params, seq)
+  logits = forward(params, jnp.asarray([seq]))[0]
   greedy = np.argmax(np.asarray(logits)[len(prompt) - 1 : len(seq) - 1], -1)
   np.testing.assert_array_equal(greedy, tokens[:n])
-
-
-def _forward_no_cache(cfg, params, seq):
-  model = transformer.Transformer(cfg)
-  return model.apply({"params": params}, jnp.asarray([seq]))[0][0]
 
 
 def test_find_gguf_extracts_once(tmp_path):

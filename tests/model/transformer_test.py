@@ -1,5 +1,6 @@
 """Transformer: causality, cached decode == full forward, padding invariance."""
 
+import functools
 import re
 
 import flax.linen as nn
@@ -22,17 +23,32 @@ VARIANTS = {
 }
 
 
-def _model(**kw):
-  cfg = ModelConfig(**{**PRESETS["test"], **kw})
-  model = Transformer(cfg)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+class _Jitted:
+  """A `Transformer` whose `apply` is jitted. Run eagerly, every op of a
+  forward pass compiles apart: most of these tests' time on CPU."""
+
+  def __init__(self, module: Transformer):
+    self.module = module
+    self.apply = jax.jit(
+        module.apply, static_argnames=("return_hidden", "return_prefix")
+    )
+
+
+@functools.partial(jax.jit, static_argnames="module")
+def _init_params(key, module: Transformer):
+  variables = module.init(key, jnp.zeros((1, 4), jnp.int32))
   params = nn.meta.unbox(variables)["params"]
   # Non-zero biases / norms so every parameter matters.
-  params = jax.tree.map(
+  return jax.tree.map(
       lambda x: x + 0.1 * jax.random.normal(jax.random.key(x.size), x.shape),
       params,
   )
-  return cfg, model, params
+
+
+def _model(**kw):
+  cfg = ModelConfig(**{**PRESETS["test"], **kw})
+  model = Transformer(cfg)
+  return cfg, _Jitted(model), _init_params(jax.random.key(0), model)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -75,7 +91,7 @@ def test_sampling_layout_matches_canonical(variant):
   smodel = Transformer(cfg, transposed_weights=True)
   boxed = [
       jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
-      for m in (model, smodel)
+      for m in (model.module, smodel)
   ]
   for leaf, canon, spec, canon_spec in zip(
       jax.tree.leaves(sparams),
