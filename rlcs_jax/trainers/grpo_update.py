@@ -150,8 +150,8 @@ def make_update_step(
       return (grads, loss_sum + s, count + c, metrics), None
 
     # First micro-batch outside the scan fixes the metrics' structure. With
-    # one micro-batch there is no scan: a zero-length one would still be
-    # traced and compiled (a second copy of the model's backward pass).
+    # one micro-batch there is no scan: a zero-length one would still trace
+    # a second copy of the model's backward pass (XLA then drops the loop).
     first = jax.tree.map(lambda x: x[0], micro)
     g0, (s0, c0, m0) = grad_fn(state.params, first)
     grads, loss_sum, count, metrics = g0, s0, c0, m0
