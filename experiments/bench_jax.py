@@ -421,6 +421,40 @@ def _grpo_config(st: bs.Settings):
   return config
 
 
+def grpo_trainer(name: str, st: bs.Settings, dtype: str, reward_fn, workdir):
+  """(trainer, mesh, rules, prompt iterator): the real GRPO trainer on a
+  benchmark model with the benchmark's settings and `reward_fn`."""
+  from rlcs_jax.trainers import grpo  # pylint: disable=g-import-not-at-top
+  from rlcs_jax.trainers import rewards as rewards_lib  # pylint: disable=g-import-not-at-top
+  from rlcs_jax import sharding as shd  # pylint: disable=g-import-not-at-top
+
+  cfg, params, tokenizer = load_model(name, dtype)
+  config = _grpo_config(st)
+  prompts = [{"prompt": p} for p in bs.GRPO_PROMPTS[: st.grpo_prompts]]
+
+  def prompt_iter():
+    while True:
+      yield list(prompts)
+
+  # One device: the benchmark process has one (tests force eight).
+  mesh = shd.make_mesh(dict(config.mesh), devices=jax.devices()[:1])
+  rules = tuple(tuple(r) for r in config.sharding_rules)
+  # Built outside the mesh context and stepped inside it, as `grpo.train`.
+  trainer = grpo.GRPOTrainer(
+      config,
+      workdir,
+      stage="bench",
+      model_cfg=cfg,
+      tokenizer=_NoStopTokenizer(tokenizer),
+      mesh=mesh,
+      init_params=params,
+      reward_components=[
+          rewards_lib.RewardComponent("code_reward", reward_fn, 1.0)
+      ],
+  )
+  return trainer, mesh, rules, prompt_iter()
+
+
 def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   """One GRPO step of the real trainer, time split by phase.
 
@@ -432,12 +466,6 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   """
   import tempfile  # pylint: disable=g-import-not-at-top
 
-  from rlcs_jax.trainers import grpo  # pylint: disable=g-import-not-at-top
-  from rlcs_jax.trainers import rewards as rewards_lib  # pylint: disable=g-import-not-at-top
-  from rlcs_jax import sharding as shd  # pylint: disable=g-import-not-at-top
-
-  cfg, params, tokenizer = load_model(name, dtype)
-  config = _grpo_config(st)
   reward_time = [0.0]
 
   def reward_fn(batch) -> np.ndarray:
@@ -446,34 +474,14 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
     reward_time[0] += time.perf_counter() - start
     return out
 
-  prompts = [{"prompt": p} for p in bs.GRPO_PROMPTS[: st.grpo_prompts]]
-
-  def prompt_iter():
-    while True:
-      yield list(prompts)
-
-  # One device: the benchmark process has one (tests force eight).
-  mesh = shd.make_mesh(dict(config.mesh), devices=jax.devices()[:1])
-  rules = tuple(tuple(r) for r in config.sharding_rules)
   splits: dict[str, list[float]] = {
       k: []
       for k in ("generate", "reward", "reference", "update", "other", "step")
   }
   workdir = tempfile.TemporaryDirectory(prefix="rlcs_bench_grpo_")
-  # Built outside the mesh context and stepped inside it, as `grpo.train`.
-  trainer = grpo.GRPOTrainer(
-      config,
-      workdir.name,
-      stage="bench",
-      model_cfg=cfg,
-      tokenizer=_NoStopTokenizer(tokenizer),
-      mesh=mesh,
-      init_params=params,
-      reward_components=[
-          rewards_lib.RewardComponent("code_reward", reward_fn, 1.0)
-      ],
+  trainer, mesh, rules, it = grpo_trainer(
+      name, st, dtype, reward_fn, workdir.name
   )
-  it = prompt_iter()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
 
     def step(i):

@@ -2,7 +2,7 @@
 
   python -m experiments.cpu_profile \
       [--sections matmul,decode,train,attention,logprobs,sampling,rollout,
-                  prompt_share]
+                  prompt_share,grpo_step]
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
@@ -42,6 +42,12 @@ prompt_share  GRPO's completion log-probs (the reference pass) and their
         completions of 128 tokens, prompts of 16 and of 128 tokens: the
         per-row pass vs the shared prompt pass (`grpo.share_prompt_pass`,
         each prompt run once), interleaved.
+grpo_step  the benchmark's GRPO step (`experiments/bench_jax.py:grpo_trainer`,
+        SmolLM2, bf16 compute, the benchmark's settings): seconds per phase
+        of a warm step and the share of executed op time per kind of XLA
+        op in the rollout (generation) and in `train_step` (the reference
+        pass and the update). Not in the default sections (it loads the
+        GGUF and compiles the whole step, ~3 min).
 sampling  one sampled token's choice over SmolLM2's vocabulary at B = 16
         (a GRPO rollout's batch): `sampling._choose` (one uniform number
         per row, inverse CDF) vs the Gumbel-max draw (the same draw as
@@ -426,6 +432,33 @@ def rollout(
     )
 
 
+def grpo_step(dtype: str = "bfloat16") -> None:
+  """The benchmark's GRPO step: phase times and op-time shares."""
+  from experiments import bench_jax  # pylint: disable=g-import-not-at-top
+
+  st = bs.settings(False)
+  reward = lambda b: np.asarray([bs.code_reward(c) for c in b.completions])
+  with tempfile.TemporaryDirectory() as workdir:
+    trainer, mesh, rules, it = bench_jax.grpo_trainer(
+        "smollm2", st, dtype, reward, workdir
+    )
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      for i in range(3):  # The first step compiles.
+        start = time.perf_counter()
+        roll = trainer.rollout(it, i)
+        rollout_s = time.perf_counter() - start
+        _, timings = trainer.train_step(roll)
+      print(
+          f"  {dtype}, warm step: rollout {rollout_s:.2f} s, reference"
+          f" {timings['time/reference']:.2f} s, update"
+          f" {timings['time/update']:.2f} s"
+      )
+      _op_time_breakdown(lambda: trainer.rollout(it, 3), "rollout", top=8)
+      _op_time_breakdown(
+          lambda: trainer.train_step(roll), "reference + update", top=12
+      )
+
+
 def _interleaved_median_s(runs: dict, reps: int) -> dict:
   """Median seconds of each no-argument run (after one compiling call),
   timed in turn rep by rep so that machine drift hits all of them alike."""
@@ -504,6 +537,7 @@ def main() -> None:
       sampling=sampling_choice,
       rollout=rollout,
       prompt_share=prompt_share,
+      grpo_step=grpo_step,
   )
   for section in args.sections.split(","):
     print(section.upper(), flush=True)
