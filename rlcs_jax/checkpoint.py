@@ -13,11 +13,15 @@ directory named like a step, so a step directory without the commit file
 (a copy cut short, a non-atomic filesystem) would be picked up and fail to
 restore. On opening, process 0 therefore moves such directories aside to
 `<step>.incomplete` and orbax deletes leftover temporary directories.
+
+In a single process, jax.Arrays are saved without orbax's replica-parallel
+writes (see `_single_process_array_writes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any
@@ -25,6 +29,7 @@ from typing import Any
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.metadata import array_metadata_store
 
 
 class CheckpointMismatchError(ValueError):
@@ -63,6 +68,32 @@ def set_aside_incomplete_steps(directory: str) -> list[str]:
   return moved
 
 
+@functools.cache
+def _single_process_array_writes() -> None:
+  """Registers orbax's jax.Array handler without replica-parallel writes
+  when this is the only process (its default otherwise, with the same
+  array-metadata store).
+
+  Replica-parallel writes let each host write a share of a replicated
+  array; in one process every replica is local, and orbax then only cuts
+  each replicated array into one slice per device, an eager op each
+  (compiled once per shape): the tiny test model's replicated train state
+  on 8 devices took 480 slices per save, and a first save 1.7 s instead of
+  0.14 s (0.18 s instead of 0.08 s later). Process-wide: orbax keeps its
+  handlers in a global registry.
+  """
+  if jax.process_count() > 1:
+    return
+  ocp.type_handlers.register_type_handler(
+      jax.Array,
+      ocp.type_handlers.ArrayHandler(
+          use_replica_parallel=False,
+          array_metadata_store=array_metadata_store.Store(),
+      ),
+      override=True,
+  )
+
+
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` with our three items."""
 
@@ -74,6 +105,7 @@ class Checkpointer:
       save_interval_steps: int = 1,
   ):
     self.directory = os.path.abspath(directory)
+    _single_process_array_writes()
     if jax.process_index() == 0:
       set_aside_incomplete_steps(self.directory)
     if jax.process_count() > 1:
@@ -198,6 +230,7 @@ def save_params(path: str, params: Any) -> None:
   path = os.path.abspath(path)
   if os.path.exists(path):
     return
+  _single_process_array_writes()
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(path, params)
     ckptr.wait_until_finished()

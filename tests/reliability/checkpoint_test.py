@@ -12,6 +12,7 @@ aside and has orbax delete stale temporary directories.
 import os
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
@@ -72,3 +73,40 @@ def test_half_written_steps_are_never_restored(tmp_path):
   ckpt = ckpt_lib.Checkpointer(directory)
   assert ckpt.latest_step() == 9
   ckpt.close()
+
+
+def test_replicated_arrays_are_saved_without_per_device_slices(tmp_path):
+  """One process: no eager per-replica slicing (orbax's replica-parallel
+  writes) when saving arrays replicated over the 8 devices, so a save
+  compiles nothing; the arrays restore unchanged."""
+  mesh = jax.make_mesh((8,), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.P())
+  # Shapes no other test saves: a slice program compiled earlier in this
+  # process would hide a per-replica slice here.
+  state = {
+      "w": jax.device_put(jnp.arange(24.0 * 17).reshape(24, 17), replicated),
+      "b": jax.device_put(jnp.arange(40.0), replicated),
+  }
+  compiles = []
+
+  def listener(event, secs, **kw):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(secs)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    ckpt = ckpt_lib.Checkpointer(str(tmp_path / "ckpt"))
+    ckpt.save(1, state, {}, dict(META, step=1), force=True)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert compiles == []
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      state,
+  )
+  restored, _, step = ckpt.restore(abstract, dict(META, step=1))
+  ckpt.close()
+  assert step == 1
+  for k in state:
+    np.testing.assert_array_equal(restored[k], state[k])
+    assert restored[k].sharding == replicated
