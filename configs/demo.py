@@ -112,8 +112,9 @@ def get_config(arg=None):
     c.genrm.win_prompts = 4
     c.genrm.sft.update(dict(steps=2, batch_size=8, eval_every=0))
     # No shared prompt pass: as in configs/tiny.py:test, compiling its
-    # second model pass costs more than it saves at test sizes (the test
-    # pipeline ran in 110 s without it, 129 s with it, one run each).
+    # second model pass costs more than it saves at test sizes (the
+    # `configs/demo.py:test` pipeline job ran in 110 s without it, 129 s
+    # with it, one run each on the 2-core VM).
     for section in (c.genrm_grpo, c.rlcs_grpo, c.rlmr_grpo):
       section.update(
           dict(

@@ -316,14 +316,15 @@ class BPETokenizer(Tokenizer):
         m if isinstance(m, str) else " ".join(m)
         for m in model.get("merges", [])
     ]
-    config = {}
+    # Hugging Face's tokenizer_config.json, whose keys are all optional.
+    hf_tok_config = {}
     cfg_path = os.path.join(path, "tokenizer_config.json")
     if os.path.exists(cfg_path):
       with open(cfg_path, encoding="utf-8") as f:
-        config = json.load(f)
+        hf_tok_config = json.load(f)
 
     def token_id(key):
-      value = config.get(key)
+      value = hf_tok_config.get(key)
       if isinstance(value, dict):
         value = value.get("content")
       return vocab.get(value) if value else None
@@ -337,9 +338,13 @@ class BPETokenizer(Tokenizer):
         eos_id=eos,
         token_types=token_types,
         pad_id=token_id("pad_token"),
-        bos_id=token_id("bos_token") if config.get("add_bos_token") else None,
+        bos_id=(
+            token_id("bos_token")
+            if hf_tok_config.get("add_bos_token")
+            else None
+        ),
         pre=pre,
-        chat_template=config.get("chat_template"),
+        chat_template=hf_tok_config.get("chat_template"),
     )
 
   @classmethod
