@@ -20,6 +20,9 @@ Measures, in one run and on the same weights (our parameters exported with
   grpo     one step of 4 prompts x 4 samples x 128 tokens, a code reward,
            beta 0.04 (reference pass included), split into generate /
            reference / reward / update; TRL `GRPOTrainer` for the ratio;
+           its roofline ceiling likewise (`grpo_roofline`, from the matmul
+           FLOP/s in the step's compute dtype and the read bytes/s over
+           its weights, measured in our GRPO worker);
   scaling  decode time per token at 64..512 new tokens; train tokens/s at
            sequence 128/256/512;
 
@@ -209,6 +212,88 @@ def _decode_roofline(entry: dict, st: bs.Settings) -> None:
     hf_s = int(b) * st.decode_new / hf[b]["tokens_per_s"] if b in hf else None
     entry["ceiling"][b] = hf_s / t_min if t_min and hf_s else None
     entry["ours_vs_roofline"][b] = t_min / ours[b]["total_s"] if t_min else None
+
+
+def grpo_roofline(
+    *,
+    matmul_params: int,
+    head_params: int,
+    weight_bytes: float,
+    prompt_tokens: Sequence[int],
+    group: int,
+    new: int,
+    reference: bool,
+    flops_per_s: float,
+    bytes_per_s: float,
+) -> dict[str, float]:
+  """Least seconds each phase of one GRPO step can take, and their sum.
+
+  Counts only the work no implementation can skip: 2 FLOPs per matmul
+  parameter and token for a forward pass, 6 for forward and backward, and
+  one read of the weights per forward pass (each pass takes the larger of
+  the two times). A group's rows share their prompt (`prompt_tokens` has
+  one count per group, without padding), so each prompt passes through
+  the model once per phase, and the output head runs only where logits are
+  needed: at a prompt's last position when generating, at every completion
+  token when scoring. Generation is a prefill of the prompts then `new - 1`
+  single-token steps of every row; the reference pass (when `reference`)
+  and the update score the completions with the prompt as context; their
+  last token feeds no position. Attention, sampling, the reward, the
+  optimizer and everything else are ignored: a lower bound on time, as
+  tight as the measured rates are true maxima (see `decode_roofline`).
+  """
+  body = matmul_params - head_params
+  prompts, rows = len(prompt_tokens), len(prompt_tokens) * group
+  read = weight_bytes / bytes_per_s
+
+  def pass_s(flops):
+    return max(flops / flops_per_s, read)
+
+  generate = pass_s(2 * (body * sum(prompt_tokens) + head_params * prompts)) + (
+      new - 1
+  ) * pass_s(2 * rows * matmul_params)
+  scored = 2 * (
+      body * (sum(prompt_tokens) + rows * (new - 1)) + head_params * rows * new
+  )
+  out = {
+      "generate_s": generate,
+      "reference_s": pass_s(scored) if reference else 0.0,
+      "update_s": pass_s(3 * scored),
+  }
+  out["step_s"] = sum(out.values())
+  return out
+
+
+def _grpo_roofline(entry: dict) -> None:
+  """Adds `roofline` (per-phase least times), `ceiling` (TRL's step over the
+  least step time: the best TRL/ours reachable here; needs TRL's run) and
+  `ours_vs_roofline` to a GRPO entry; None where unknown."""
+  ours = entry["ours"] or {}
+  roof = ours.get("roofline")
+  entry["roofline"] = entry["ceiling"] = entry["ours_vs_roofline"] = None
+  if not roof:
+    return
+  t_min = grpo_roofline(
+      **{
+          k: roof[k]
+          for k in (
+              "matmul_params",
+              "head_params",
+              "weight_bytes",
+              "prompt_tokens",
+              "group",
+              "new",
+              "reference",
+          )
+      },
+      flops_per_s=roof["matmul_flops_per_s"],
+      bytes_per_s=roof["read_bytes_per_s"],
+  )
+  entry["roofline"] = t_min
+  entry["ours_vs_roofline"] = t_min["step_s"] / ours["step_s"]
+  trl = entry["trl"] or {}
+  if "step_s" in trl:
+    entry["ceiling"] = trl["step_s"] / t_min["step_s"]
 
 
 def _agreement(a: Sequence[int], b: Sequence[int]) -> float:
@@ -448,6 +533,7 @@ def run(
           )
         # Speed-up: TRL's step time over ours.
         entry["ratio"] = _ratio(entry["trl"], entry["ours"], "step_s")
+        _grpo_roofline(entry)
         result["grpo"][bs.key(model, dtype)] = entry
 
     if "scaling" in sections:

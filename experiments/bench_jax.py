@@ -479,9 +479,14 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
       for k in ("generate", "reward", "reference", "update", "other", "step")
   }
   workdir = tempfile.TemporaryDirectory(prefix="rlcs_bench_grpo_")
+  # The roofline's matmul rate: the faster of two measurements, before and
+  # after the steps (as `run_train`'s), since a low rate would lower the
+  # ceiling.
+  flops_before = matmul_flops(st.matmul_size, dtype, st.reps)
   trainer, mesh, rules, it = grpo_trainer(
       name, st, dtype, reward_fn, workdir.name
   )
+  prompt_tokens: list[int] = []  # Per row, without padding.
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
 
     def step(i):
@@ -492,6 +497,7 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
       metrics, timings = trainer.train_step(roll)
       t2 = time.perf_counter()
       assert roll.tokens.shape[1] - roll.prompt_len == st.grpo_new
+      prompt_tokens[:] = roll.valid[:, : roll.prompt_len].sum(1).tolist()
       ref, upd = timings.get("time/reference", 0.0), timings["time/update"]
       return {
           "generate": t1 - t0 - reward_time[0],
@@ -513,6 +519,28 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   out["loss"] = float(metrics["loss"])
   out["implementation"] = "rlcs_jax.trainers.grpo.GRPOTrainer"
   out["peak_rss_mb"] = bs.peak_rss_mb()
+  model_cfg = trainer.model_cfg
+  # After the peak RSS: the read array is as large as the weights.
+  n = model_cfg.matmul_params()
+  # The rollout decodes with its matrices in the compute dtype
+  # (`sampling.sampling_params`).
+  weight_bytes = jnp.dtype(model_cfg.dtype).itemsize * n
+  reads = read_bytes_per_s(weight_bytes, st.reps)
+  groups = np.reshape(prompt_tokens, (st.grpo_prompts, st.grpo_samples))
+  out["roofline"] = {
+      "matmul_flops_per_s": max(
+          flops_before, matmul_flops(st.matmul_size, dtype, st.reps)
+      ),
+      "read_bytes_per_s": max(reads.values()),
+      "matmul_params": n,
+      "head_params": model_cfg.vocab_size * model_cfg.d_model,
+      "weight_bytes": weight_bytes,
+      # One count per group: a group's rows share their prompt.
+      "prompt_tokens": groups[:, 0].tolist(),
+      "group": st.grpo_samples,
+      "new": st.grpo_new,
+      "reference": st.grpo_beta > 0,
+  }
   return out
 
 

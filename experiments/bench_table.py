@@ -2,9 +2,9 @@
 
 Owns `table(result)`: the run's machine and skipped parts, then one block
 per section (decode, train step, GRPO step, scaling) with our figures, the
-baseline's and their ratio (for decode also its roofline ceiling and the
-machine rates behind it), and the targets met or missed (decode ratios with
-their ceiling).
+baseline's and their ratio (for decode and GRPO also its roofline ceiling
+and the machine rates behind it), and the targets met or missed (decode and
+GRPO ratios with their ceiling).
 """
 
 from __future__ import annotations
@@ -47,6 +47,20 @@ def _roofline_row(model: str, roof: dict, e: dict) -> str:
       f"{roof['read_bytes_per_s'] / 1e9:.1f} GB/s over "
       f"{roof['weight_bytes'] / 1e6:.3g} MB; ours at {shares} of roofline speed "
       f"(B={'/'.join(e.get('ours_vs_roofline', {}))})"
+  )
+
+
+def _grpo_roofline_row(model: str, e: dict) -> str:
+  """The GRPO step's least times per phase, the rates they come from, and
+  our share of its speed."""
+  t, roof = e["roofline"], e["ours"]["roofline"]
+  return (
+      f"  {model:12s} roofline: step {t['step_s']:.2f}  gen "
+      f"{t['generate_s']:.2f}  ref {t['reference_s']:.2f}  update "
+      f"{t['update_s']:.2f} (matmul {roof['matmul_flops_per_s'] / 1e9:.0f}"
+      f" GFLOP/s, read {roof['read_bytes_per_s'] / 1e9:.1f} GB/s over "
+      f"{roof['weight_bytes'] / 1e6:.3g} MB); ours at "
+      f"{_fmt(e.get('ours_vs_roofline'), '.2f')} of roofline speed"
   )
 
 
@@ -157,8 +171,11 @@ def table(result: dict) -> str:
             f"{_fmt(d.get('peak_rss_mb'), '.0f')} MB"
         )
       lines.append(
-          f"  {model:12s} ratio (TRL step / ours) " f"{_fmt(e['ratio'], '.2f')}"
+          f"  {model:12s} ratio (TRL step / ours) {_fmt(e['ratio'], '.2f')}"
+          f"  ceiling {_fmt(e.get('ceiling'), '.2f')}"
       )
+      if e.get("roofline"):
+        lines.append(_grpo_roofline_row(model, e))
   if "scaling" in result:
     lines.append("\nSCALING (ours)")
     for kind in ("decode", "train"):

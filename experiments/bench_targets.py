@@ -3,9 +3,10 @@
 Owns `TARGETS` (decode ratios against HF `generate`, train ratios and MFU,
 GRPO speed-ups against TRL for every model and compute dtype of the full
 run, decode scaling) and `check`, which evaluates every target whose value
-a benchmark result holds. A decode ratio's check also carries the ratio's
-roofline ceiling (`bench.decode_roofline`; None when the run has none): a
-target above its ceiling is out of reach on the measured machine.
+a benchmark result holds. A decode or GRPO ratio's check also carries the
+ratio's roofline ceiling (`bench.decode_roofline`, `bench.grpo_roofline`;
+None when the run has none): a target above its ceiling is out of reach on
+the measured machine.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def _get(tree: Any, path: Sequence[str]) -> Any:
 def check(result: dict) -> list[dict]:
   """Each target whose value `result` holds: its value and whether it is met.
 
-  Decode ratio targets also get `ceiling`, the best ratio reachable on the
-  measured machine (None when unknown).
+  Decode and GRPO ratio targets also get `ceiling`, the best ratio
+  reachable on the measured machine (None when unknown).
   """
   out = []
   for name, path, op, threshold in TARGETS:
@@ -96,5 +97,7 @@ def check(result: dict) -> list[dict]:
     }
     if path[0] == "decode" and path[2] == "ratio":
       entry["ceiling"] = _get(result, ("decode", path[1], "ceiling", path[3]))
+    elif path[0] == "grpo":
+      entry["ceiling"] = _get(result, ("grpo", path[1], "ceiling"))
     out.append(entry)
   return out

@@ -3,9 +3,9 @@
 A smoke test, not a timing assertion: our side of each section runs in
 process on the unit-test model (no torch), and the result has every key the
 table and the targets read, with positive numbers. The table renders, and
-the worker protocol turns a failure into a result. The decode roofline's
-formula and its wiring into ceilings and targets are checked on hand-made
-numbers.
+the worker protocol turns a failure into a result. The decode and GRPO
+rooflines' formulas and their wiring into ceilings and targets are checked
+on hand-made numbers.
 """
 
 import json
@@ -97,6 +97,17 @@ def test_quick_run_reports_every_section():
         assert _positive(ours[key]), (section, name, key, ours)
     grpo = result["grpo"][name]["ours"]
     assert grpo["reward_s"] >= 0 and math.isfinite(grpo["loss"])
+    # The GRPO roofline: rates in the step's compute dtype, one prompt
+    # count per group, no TRL run hence no ceiling.
+    roof = grpo["roofline"]
+    itemsize = 2 if name.endswith("bf16") else 4
+    assert roof["weight_bytes"] == itemsize * roof["matmul_params"]
+    assert len(roof["prompt_tokens"]) == st.grpo_prompts
+    assert all(_positive(n) for n in roof["prompt_tokens"])
+    entry = result["grpo"][name]
+    assert entry["ceiling"] is None
+    assert all(_positive(v) for v in entry["roofline"].values())
+    assert 0 < entry["ours_vs_roofline"] <= 1.5, entry
 
   scaling = result["scaling"]
   dec = scaling["decode"]["test"]
@@ -114,6 +125,7 @@ def test_quick_run_reports_every_section():
   for heading in ("DECODE", "TRAIN STEP", "GRPO STEP", "SCALING"):
     assert heading in text
   assert " ceiling " in text and "test     roofline rates: f32 matmul" in text
+  assert "test bf16    roofline: step " in text
 
 
 def test_decode_roofline_on_hand_made_numbers():
@@ -182,6 +194,56 @@ def test_decode_roofline_on_hand_made_numbers():
   by_name = {t["target"]: t for t in checks}
   assert by_name["decode tiny b1 ours/HF"]["ceiling"] == 1.5
   assert "ceiling" not in by_name["decode ms/token max/min tiny"]
+
+
+def test_grpo_roofline_on_hand_made_numbers():
+  # 1000 matmul parameters (100 of them the head), 4000 bytes, two groups
+  # of 2 rows with 3- and 5-token prompts, 4 new tokens, 1 MFLOP/s.
+  shape = dict(
+      matmul_params=1000,
+      head_params=100,
+      weight_bytes=4000,
+      prompt_tokens=[3, 5],
+      group=2,
+      new=4,
+      reference=True,
+      flops_per_s=1e6,
+  )
+  # Compute-bound. Generation: a prefill of the 8 prompt tokens through the
+  # body plus the head at 2 last positions, 2 * (900 * 8 + 100 * 2) =
+  # 14800 FLOPs, then 3 steps of 4 rows, 2 * 4 * 1000 = 8000 each. Scoring:
+  # the body over the prompts and 4 rows x 3 fed completion tokens, the
+  # head at 4 x 4 positions, 2 * (900 * 20 + 100 * 16) = 39200 FLOPs; the
+  # update three times that.
+  t = bench.grpo_roofline(**shape, bytes_per_s=1e12)
+  assert t["generate_s"] == pytest.approx(0.0148 + 3 * 0.008)
+  assert t["reference_s"] == pytest.approx(0.0392)
+  assert t["update_s"] == pytest.approx(3 * 0.0392)
+  assert t["step_s"] == pytest.approx(0.0388 + 4 * 0.0392)
+  # Read-bound: one read of the weights (0.4 s) per forward pass.
+  t = bench.grpo_roofline(**shape, bytes_per_s=1e4)
+  assert t["generate_s"] == pytest.approx(4 * 0.4)
+  assert t["step_s"] == pytest.approx(6 * 0.4)
+  # Without a KL term there is no reference pass.
+  shape["reference"] = False
+  t = bench.grpo_roofline(**shape, bytes_per_s=1e12)
+  assert t["reference_s"] == 0.0
+  assert t["step_s"] == pytest.approx(0.0388 + 3 * 0.0392)
+
+  roof = dict(shape, matmul_flops_per_s=1e6, read_bytes_per_s=1e12)
+  entry = {
+      "ours": {"step_s": 0.5, "roofline": roof},
+      "trl": {"step_s": 1.5},
+      "ratio": 3.0,
+  }
+  bench._grpo_roofline(entry)
+  step_min = 0.0388 + 3 * 0.0392
+  assert entry["roofline"]["step_s"] == pytest.approx(step_min)
+  assert entry["ceiling"] == pytest.approx(1.5 / step_min)
+  assert entry["ours_vs_roofline"] == pytest.approx(step_min / 0.5)
+  checks = bench_targets.check({"grpo": {"smollm2": entry}})
+  assert checks[0]["target"] == "grpo smollm2 ours/TRL"
+  assert checks[0]["ceiling"] == pytest.approx(1.5 / step_min)
 
 
 def test_worker_reports_errors_as_results(capsys):
