@@ -226,21 +226,33 @@ def grpo_roofline(
     flops_per_s: float,
     bytes_per_s: float,
 ) -> dict[str, float]:
-  """Least seconds each phase of one GRPO step can take, and their sum.
+  """Least seconds one GRPO step can take, and each of its phases alone.
 
-  Counts only the work no implementation can skip: 2 FLOPs per matmul
-  parameter and token for a forward pass, 6 for forward and backward, and
-  one read of the weights per forward pass (each pass takes the larger of
-  the two times). A group's rows share their prompt (`prompt_tokens` has
-  one count per group, without padding), so each prompt passes through
-  the model once per phase, and the output head runs only where logits are
-  needed: at a prompt's last position when generating, at every completion
-  token when scoring. Generation is a prefill of the prompts then `new - 1`
-  single-token steps of every row; the reference pass (when `reference`)
-  and the update score the completions with the prompt as context; their
-  last token feeds no position. Attention, sampling, the reward, the
-  optimizer and everything else are ignored: a lower bound on time, as
-  tight as the measured rates are true maxima (see `decode_roofline`).
+  Counts only the work no implementation of the step (one policy update per
+  step, decoding one token per read of the weights) can skip, at 2 FLOPs
+  per matmul parameter and token of a forward pass. A group's rows share
+  their prompt (`prompt_tokens` has one count per group, without padding),
+  so each prompt passes through a model once per phase, and the output head
+  runs only where logits are needed: at each prompt's last position (once
+  per group) and at every completion token but the last.
+
+  generate_s   a prefill of the prompts, then `new - 1` single-token steps
+               of every row, each pass reading every weight once;
+  reference_s  (when `reference`) a forward pass of the reference weights
+               over the prompts and the completions' fed tokens;
+  update_s     the backward pass only (twice the reference pass's FLOPs):
+               with one update per step the policy's forward pass over
+               those tokens is generation's own (same weights, same
+               tokens), so an implementation could keep its activations;
+  step_s       the step: the reference pass may overlap generation, but the
+               update needs every reward, hence every completion, so at
+               least max(generation + reference FLOPs / flops_per_s, their
+               weight reads / bytes_per_s) + update_s.
+
+  Each phase alone takes at least the larger of its FLOP time and one read
+  of its weights per pass. Attention, sampling, the reward, the optimizer
+  and everything else are ignored: a lower bound on time, as tight as the
+  measured rates are true maxima (see `decode_roofline`).
   """
   body = matmul_params - head_params
   prompts, rows = len(prompt_tokens), len(prompt_tokens) * group
@@ -249,25 +261,30 @@ def grpo_roofline(
   def pass_s(flops):
     return max(flops / flops_per_s, read)
 
-  generate = pass_s(2 * (body * sum(prompt_tokens) + head_params * prompts)) + (
-      new - 1
-  ) * pass_s(2 * rows * matmul_params)
+  prefill = 2 * (body * sum(prompt_tokens) + head_params * prompts)
+  decode_step = 2 * rows * matmul_params
   scored = 2 * (
-      body * (sum(prompt_tokens) + rows * (new - 1)) + head_params * rows * new
+      body * (sum(prompt_tokens) + rows * (new - 1))
+      + head_params * (prompts + rows * (new - 1))
   )
+  ref_flops = scored if reference else 0
   out = {
-      "generate_s": generate,
+      "generate_s": pass_s(prefill) + (new - 1) * pass_s(decode_step),
       "reference_s": pass_s(scored) if reference else 0.0,
-      "update_s": pass_s(3 * scored),
+      "update_s": pass_s(2 * scored),
   }
-  out["step_s"] = sum(out.values())
+  overlapped = max(
+      (prefill + (new - 1) * decode_step + ref_flops) / flops_per_s,
+      (new + int(reference)) * read,
+  )
+  out["step_s"] = overlapped + out["update_s"]
   return out
 
 
 def _grpo_roofline(entry: dict) -> None:
-  """Adds `roofline` (per-phase least times), `ceiling` (TRL's step over the
-  least step time: the best TRL/ours reachable here; needs TRL's run) and
-  `ours_vs_roofline` to a GRPO entry; None where unknown."""
+  """Adds `roofline` (least step and phase times), `ceiling` (TRL's step
+  over the least step time: the best TRL/ours reachable here; needs TRL's
+  run) and `ours_vs_roofline` to a GRPO entry; None where unknown."""
   ours = entry["ours"] or {}
   roof = ours.get("roofline")
   entry["roofline"] = entry["ceiling"] = entry["ours_vs_roofline"] = None

@@ -6,9 +6,10 @@ one first call (compile + run, reported as compile time), then several
 repetitions whose median is reported; every repetition ends with
 `block_until_ready` (or a host transfer), so no work is left in flight.
 
-The decode job also measures the two machine rates of the decode roofline
-(`roofline`: dense float32 matmul FLOP/s and streaming-read bytes/s over an
-array as large as the model's weights), in the same process.
+The decode and GRPO jobs also measure the two machine rates of their
+roofline (`roofline`: dense matmul FLOP/s on the job's dtype path, float32
+for decode, and streaming-read bytes/s over an array as large as the
+model's weights in that dtype), in the same process.
 
 Shape legend: B batch, P prompt length, T new tokens, L sequence length,
 V vocab, Pg prompts per GRPO step, R samples per prompt.
@@ -462,7 +463,8 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   reward time is measured inside the reward function, so generate =
   rollout - reward. `train_step` reports its reference and update times;
   the rest of it (advantages, the old-policy log-prob pass, host -> device)
-  is `other_s`.
+  is `other_s`. `roofline` holds the rates and sizes from which
+  `bench.grpo_roofline` bounds the step.
   """
   import tempfile  # pylint: disable=g-import-not-at-top
 
@@ -527,11 +529,13 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   weight_bytes = jnp.dtype(model_cfg.dtype).itemsize * n
   reads = read_bytes_per_s(weight_bytes, st.reps)
   groups = np.reshape(prompt_tokens, (st.grpo_prompts, st.grpo_samples))
+  assert (groups == groups[:, :1]).all(), groups  # A group shares a prompt.
   out["roofline"] = {
       "matmul_flops_per_s": max(
           flops_before, matmul_flops(st.matmul_size, dtype, st.reps)
       ),
       "read_bytes_per_s": max(reads.values()),
+      "read_bytes_per_s_by_pattern": reads,
       "matmul_params": n,
       "head_params": model_cfg.vocab_size * model_cfg.d_model,
       "weight_bytes": weight_bytes,

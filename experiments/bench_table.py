@@ -51,13 +51,14 @@ def _roofline_row(model: str, roof: dict, e: dict) -> str:
 
 
 def _grpo_roofline_row(model: str, e: dict) -> str:
-  """The GRPO step's least times per phase, the rates they come from, and
-  our share of its speed."""
+  """The GRPO step's least time and its phases' alone (the step overlaps
+  generation and the reference pass), the rates they come from, and our
+  share of its speed."""
   t, roof = e["roofline"], e["ours"]["roofline"]
   return (
-      f"  {model:12s} roofline: step {t['step_s']:.2f}  gen "
+      f"  {model:12s} roofline: step {t['step_s']:.2f} (alone: gen "
       f"{t['generate_s']:.2f}  ref {t['reference_s']:.2f}  update "
-      f"{t['update_s']:.2f} (matmul {roof['matmul_flops_per_s'] / 1e9:.0f}"
+      f"{t['update_s']:.2f}; matmul {roof['matmul_flops_per_s'] / 1e9:.0f}"
       f" GFLOP/s, read {roof['read_bytes_per_s'] / 1e9:.1f} GB/s over "
       f"{roof['weight_bytes'] / 1e6:.3g} MB); ours at "
       f"{_fmt(e.get('ours_vs_roofline'), '.2f')} of roofline speed"

@@ -97,7 +97,7 @@ def check(result: dict) -> list[dict]:
     }
     if path[0] == "decode" and path[2] == "ratio":
       entry["ceiling"] = _get(result, ("decode", path[1], "ceiling", path[3]))
-    elif path[0] == "grpo":
+    elif path[0] == "grpo" and path[2] == "ratio":
       entry["ceiling"] = _get(result, ("grpo", path[1], "ceiling"))
     out.append(entry)
   return out
