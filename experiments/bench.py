@@ -246,8 +246,8 @@ def grpo_roofline(
                tokens), so an implementation could keep its activations;
   step_s       the step: the reference pass may overlap generation, but the
                update needs every reward, hence every completion, so at
-               least max(generation + reference FLOPs / flops_per_s, their
-               weight reads / bytes_per_s) + update_s.
+               least max((generation + reference FLOPs) / flops_per_s,
+               their weight reads / bytes_per_s) + update_s.
 
   Each phase alone takes at least the larger of its FLOP time and one read
   of its weights per pass. Attention, sampling, the reward, the optimizer

@@ -525,7 +525,7 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   # After the peak RSS: the read array is as large as the weights.
   n = model_cfg.matmul_params()
   # The rollout decodes with its matrices in the compute dtype
-  # (`sampling.sampling_params`).
+  # (`sampling.compute_params`).
   weight_bytes = jnp.dtype(model_cfg.dtype).itemsize * n
   reads = read_bytes_per_s(weight_bytes, st.reps)
   groups = np.reshape(prompt_tokens, (st.grpo_prompts, st.grpo_samples))
