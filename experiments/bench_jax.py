@@ -171,22 +171,34 @@ def read_bytes_per_s(num_bytes: int, reps: int) -> dict[str, float]:
   return rates
 
 
-def roofline(cfg: ModelConfig, st: bs.Settings) -> dict:
-  """The two machine rates and the model sizes of the decode roofline.
+def roofline(
+    cfg: ModelConfig,
+    st: bs.Settings,
+    dtype: str = "float32",
+    flops_per_s: float = 0.0,
+) -> dict:
+  """The two machine rates and the model sizes of a roofline in `dtype`.
 
-  Measured rates, not a profile of our decode: `bench.decode_roofline`
-  turns them into the least time any float32 implementation could take.
+  The matmul rate on `dtype`'s path (the faster of this measurement and
+  `flops_per_s`, an earlier one), and the read rate over the weights as
+  stored in `dtype` (decode and GRPO's rollout multiply by matrices in the
+  compute dtype, `sampling.compute_params`). Measured rates, not a profile
+  of our code: `bench_roofline` turns them into the least time any
+  implementation could take.
   """
   n = cfg.matmul_params()
-  reads = read_bytes_per_s(4 * n, st.reps)
+  weight_bytes = jnp.dtype(dtype_of(dtype)).itemsize * n
+  reads = read_bytes_per_s(weight_bytes, st.reps)
   return {
-      "matmul_flops_per_s": matmul_flops(st.matmul_size, "float32", st.reps),
+      "matmul_flops_per_s": max(
+          flops_per_s, matmul_flops(st.matmul_size, dtype, st.reps)
+      ),
       "read_bytes_per_s": max(reads.values()),
       "read_bytes_per_s_by_pattern": reads,
       "matmul_params": n,
       # Output head (vocab x model); a prefill needs it at one position.
       "head_params": cfg.vocab_size * cfg.d_model,
-      "weight_bytes": 4 * n,
+      "weight_bytes": weight_bytes,
   }
 
 
@@ -464,7 +476,7 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   rollout - reward. `train_step` reports its reference and update times;
   the rest of it (advantages, the old-policy log-prob pass, host -> device)
   is `other_s`. `roofline` holds the rates and sizes from which
-  `bench.grpo_roofline` bounds the step.
+  `bench_roofline.grpo_roofline` bounds the step.
   """
   import tempfile  # pylint: disable=g-import-not-at-top
 
@@ -521,24 +533,11 @@ def run_grpo(name: str, st: bs.Settings, dtype: str = "float32") -> dict:
   out["loss"] = float(metrics["loss"])
   out["implementation"] = "rlcs_jax.trainers.grpo.GRPOTrainer"
   out["peak_rss_mb"] = bs.peak_rss_mb()
-  model_cfg = trainer.model_cfg
-  # After the peak RSS: the read array is as large as the weights.
-  n = model_cfg.matmul_params()
-  # The rollout decodes with its matrices in the compute dtype
-  # (`sampling.compute_params`).
-  weight_bytes = jnp.dtype(model_cfg.dtype).itemsize * n
-  reads = read_bytes_per_s(weight_bytes, st.reps)
   groups = np.reshape(prompt_tokens, (st.grpo_prompts, st.grpo_samples))
   assert (groups == groups[:, :1]).all(), groups  # A group shares a prompt.
+  # After the peak RSS: the read array is as large as the weights.
   out["roofline"] = {
-      "matmul_flops_per_s": max(
-          flops_before, matmul_flops(st.matmul_size, dtype, st.reps)
-      ),
-      "read_bytes_per_s": max(reads.values()),
-      "read_bytes_per_s_by_pattern": reads,
-      "matmul_params": n,
-      "head_params": model_cfg.vocab_size * model_cfg.d_model,
-      "weight_bytes": weight_bytes,
+      **roofline(trainer.model_cfg, st, dtype, flops_before),
       # One count per group: a group's rows share their prompt.
       "prompt_tokens": groups[:, 0].tolist(),
       "group": st.grpo_samples,

@@ -4,7 +4,7 @@ Owns `TARGETS` (decode ratios against HF `generate`, train ratios and MFU,
 GRPO speed-ups against TRL for every model and compute dtype of the full
 run, decode scaling) and `check`, which evaluates every target whose value
 a benchmark result holds. A decode or GRPO ratio's check also carries the
-ratio's roofline ceiling (`bench.decode_roofline`, `bench.grpo_roofline`;
+ratio's roofline ceiling (`bench_roofline.decode_roofline`, `grpo_roofline`;
 None when the run has none): a target above its ceiling is out of reach on
 the measured machine.
 """

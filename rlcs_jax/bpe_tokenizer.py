@@ -30,6 +30,16 @@ TOKEN_USER_DEFINED = 4
 TOKEN_UNUSED = 5
 TOKEN_BYTE = 6
 
+# Keys of a Hugging Face tokenizer_config.json that `from_hf_dir` reads, and
+# their values when absent (every key is optional in that file).
+_HF_TOKENIZER_CONFIG_DEFAULTS = {
+    "eos_token": None,
+    "pad_token": None,
+    "bos_token": None,
+    "add_bos_token": False,
+    "chat_template": None,
+}
+
 _GPT2_PATTERN = (
     r"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+"
     r"|[{S}]+(?![^{S}])|[{S}]+"
@@ -316,15 +326,16 @@ class BPETokenizer(Tokenizer):
         m if isinstance(m, str) else " ".join(m)
         for m in model.get("merges", [])
     ]
-    # Hugging Face's tokenizer_config.json, whose keys are all optional.
-    hf_tok_config = {}
+    # The keys of Hugging Face's tokenizer_config.json read here (all
+    # optional there), with their values when the file or a key is absent.
+    hf_tok_config = dict(_HF_TOKENIZER_CONFIG_DEFAULTS)
     cfg_path = os.path.join(path, "tokenizer_config.json")
     if os.path.exists(cfg_path):
       with open(cfg_path, encoding="utf-8") as f:
-        hf_tok_config = json.load(f)
+        hf_tok_config.update(json.load(f))
 
     def token_id(key):
-      value = hf_tok_config.get(key)
+      value = hf_tok_config[key]
       if isinstance(value, dict):
         value = value.get("content")
       return vocab.get(value) if value else None
@@ -339,12 +350,10 @@ class BPETokenizer(Tokenizer):
         token_types=token_types,
         pad_id=token_id("pad_token"),
         bos_id=(
-            token_id("bos_token")
-            if hf_tok_config.get("add_bos_token")
-            else None
+            token_id("bos_token") if hf_tok_config["add_bos_token"] else None
         ),
         pre=pre,
-        chat_template=hf_tok_config.get("chat_template"),
+        chat_template=hf_tok_config["chat_template"],
     )
 
   @classmethod

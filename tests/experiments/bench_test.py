@@ -14,6 +14,7 @@ import math
 import pytest
 
 from experiments import bench
+from experiments import bench_roofline
 from experiments import bench_setup
 from experiments import bench_table
 from experiments import bench_targets
@@ -143,17 +144,17 @@ def test_decode_roofline_on_hand_made_numbers():
       flops_per_s=1e6,
   )
   # Compute-bound throughout.
-  assert bench.decode_roofline(**shape, bytes_per_s=1e12) == pytest.approx(
-      0.0364 + 4 * 0.004
-  )
+  assert bench_roofline.decode_roofline(
+      **shape, bytes_per_s=1e12
+  ) == pytest.approx(0.0364 + 4 * 0.004)
   # Steps read-bound (0.008 s per read of the weights), prefill not.
-  assert bench.decode_roofline(**shape, bytes_per_s=5e5) == pytest.approx(
-      0.0364 + 4 * 0.008
-  )
+  assert bench_roofline.decode_roofline(
+      **shape, bytes_per_s=5e5
+  ) == pytest.approx(0.0364 + 4 * 0.008)
   # Read-bound throughout: one read of the weights per forward pass.
-  assert bench.decode_roofline(**shape, bytes_per_s=1e4) == pytest.approx(
-      5 * 0.4
-  )
+  assert bench_roofline.decode_roofline(
+      **shape, bytes_per_s=1e4
+  ) == pytest.approx(5 * 0.4)
 
   st = bench_setup.settings(True, ["test"])
   b = str(st.decode_batches[0])
@@ -171,8 +172,8 @@ def test_decode_roofline_on_hand_made_numbers():
       "hf": {b: {"tokens_per_s": int(b) * st.decode_new / 8.0}},
       "ratio": {b: 2.0},
   }
-  bench._decode_roofline(entry, st)
-  t_min = bench.decode_roofline(
+  bench_roofline.add_decode_ceilings(entry, st)
+  t_min = bench_roofline.decode_roofline(
       matmul_params=10**6,
       head_params=0,
       weight_bytes=4e6,
@@ -218,25 +219,25 @@ def test_grpo_roofline_on_hand_made_numbers():
   # 2 * (900 * 20 + 100 * 14) = 38800 FLOPs; the update's backward pass
   # twice that. The step: generation and reference overlapped, then the
   # update.
-  t = bench.grpo_roofline(**shape, bytes_per_s=1e12)
+  t = bench_roofline.grpo_roofline(**shape, bytes_per_s=1e12)
   assert t["generate_s"] == pytest.approx(0.0148 + 3 * 0.008)
   assert t["reference_s"] == pytest.approx(0.0388)
   assert t["update_s"] == pytest.approx(2 * 0.0388)
   assert t["step_s"] == pytest.approx(4 * 0.0388)
   # Read-bound: one read of the weights (0.4 s) per pass; generation's 4
   # passes and the reference pass's one before the update's one.
-  t = bench.grpo_roofline(**shape, bytes_per_s=1e4)
+  t = bench_roofline.grpo_roofline(**shape, bytes_per_s=1e4)
   assert t["generate_s"] == pytest.approx(4 * 0.4)
   assert t["step_s"] == pytest.approx(6 * 0.4)
   # Generation read-bound (0.02 s a pass), the reference pass not: its
   # FLOPs fit in generation's reads, so the step is less than the phases'
   # sum (0.08 + 0.0388 + 0.0776).
-  t = bench.grpo_roofline(**shape, bytes_per_s=2e5)
+  t = bench_roofline.grpo_roofline(**shape, bytes_per_s=2e5)
   assert t["generate_s"] == pytest.approx(4 * 0.02)
   assert t["step_s"] == pytest.approx(5 * 0.02 + 2 * 0.0388)
   # Without a KL term there is no reference pass.
   shape["reference"] = False
-  t = bench.grpo_roofline(**shape, bytes_per_s=1e12)
+  t = bench_roofline.grpo_roofline(**shape, bytes_per_s=1e12)
   assert t["reference_s"] == 0.0
   assert t["step_s"] == pytest.approx(3 * 0.0388)
 
@@ -246,7 +247,7 @@ def test_grpo_roofline_on_hand_made_numbers():
       "trl": {"step_s": 1.5},
       "ratio": 3.0,
   }
-  bench._grpo_roofline(entry)
+  bench_roofline.add_grpo_ceiling(entry)
   step_min = 3 * 0.0388
   assert entry["roofline"]["step_s"] == pytest.approx(step_min)
   assert entry["ceiling"] == pytest.approx(1.5 / step_min)
