@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import bench_setup as bs
+from rlcs_jax import compiler
 from rlcs_jax.model import hf_checkpoint
 from rlcs_jax.model.config import PRESETS, ModelConfig, dtype_of
 from rlcs_jax.model.transformer import Transformer
@@ -308,25 +309,34 @@ def _optimizer(lr: float, weight_decay: float):
 def _train_step_fn(cfg: ModelConfig):
   """(optimizer, jitted SFT step); cached so equal shapes reuse compiles."""
   tx = _optimizer(1e-4, 0.01)
-  return tx, jax.jit(
+  return tx, compiler.jit(
       sft.make_train_step(cfg, tx, grad_accum=1), donate_argnums=0
   )
+
+
+def train_state(params, tx) -> state_lib.TrainState:
+  """A fresh train state on a copy of `params` (the step donates it)."""
+  return state_lib.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=jax.tree.map(jnp.copy, params),
+      opt_state=tx.init(params),
+  )
+
+
+def train_batch(cfg: ModelConfig, batch: int, seq: int) -> dict:
+  """The benchmark's SFT batch: B x L tokens, every position trained."""
+  tokens = jnp.asarray(bs.train_tokens(cfg.vocab_size, batch, seq), jnp.int32)
+  return {
+      "tokens": tokens,
+      "valid": jnp.ones(tokens.shape, bool),
+      "loss_mask": jnp.ones(tokens.shape, jnp.float32),
+  }
 
 
 def train_step_runner(cfg: ModelConfig, params, batch: int, seq: int):
   """A no-argument function running one SFT step on random B x L tokens."""
   tx, step = _train_step_fn(cfg)
-  state = state_lib.TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=jax.tree.map(jnp.copy, params),
-      opt_state=tx.init(params),
-  )
-  tokens = jnp.asarray(bs.train_tokens(cfg.vocab_size, batch, seq), jnp.int32)
-  data = {
-      "tokens": tokens,
-      "valid": jnp.ones(tokens.shape, bool),
-      "loss_mask": jnp.ones(tokens.shape, jnp.float32),
-  }
+  state, data = train_state(params, tx), train_batch(cfg, batch, seq)
   holder = [state]
 
   def run():

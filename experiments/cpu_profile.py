@@ -2,7 +2,7 @@
 
   python -m experiments.cpu_profile \
       [--sections matmul,decode,train,attention,logprobs,sampling,rollout,
-                  prompt_share,grpo_step]
+                  prompt_share,grpo_step,compiler]
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
@@ -48,6 +48,12 @@ grpo_step  the benchmark's GRPO step (`experiments/bench_jax.py:grpo_trainer`,
         op in the rollout (generation) and in `train_step` (the reference
         pass and the update). Not in the default sections (it loads the
         GGUF and compiles the whole step, ~3 min).
+compiler  the SmolLM2-shaped SFT step (random weights, B=8 x 256) and the
+        benchmark's GRPO update and reference pass (as in grpo_step), in
+        float32 and with bfloat16 compute, each compiled with and without
+        `compiler.COMPILER_OPTIONS` (copy insertion with region analysis)
+        and timed alternately in one process: seconds per call. Not in the
+        default sections (~10 min).
 sampling  one sampled token's choice over SmolLM2's vocabulary at B = 16
         (a GRPO rollout's batch): `sampling._choose` (one uniform number
         per row, inverse CDF) vs the Gumbel-max draw (the same draw as
@@ -62,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import glob
 import re
@@ -434,6 +441,97 @@ def rollout(
 
 def grpo_step(dtype: str = "bfloat16") -> None:
   """The benchmark's GRPO step: phase times and op-time shares."""
+  with _grpo_trainer(dtype) as (trainer, it):
+    for i in range(3):  # The first step compiles.
+      start = time.perf_counter()
+      roll = trainer.rollout(it, i)
+      rollout_s = time.perf_counter() - start
+      _, timings = trainer.train_step(roll)
+    print(
+        f"  {dtype}, warm step: rollout {rollout_s:.2f} s, reference"
+        f" {timings['time/reference']:.2f} s, update"
+        f" {timings['time/update']:.2f} s"
+    )
+    _op_time_breakdown(lambda: trainer.rollout(it, 3), "rollout", top=8)
+    _op_time_breakdown(
+        lambda: trainer.train_step(roll), "reference + update", top=12
+    )
+
+
+def compiler_options(reps: int = 5) -> None:
+  """Library steps compiled with and without `compiler.COMPILER_OPTIONS`."""
+  from experiments import bench_jax  # pylint: disable=g-import-not-at-top
+  from rlcs_jax import compiler  # pylint: disable=g-import-not-at-top
+
+  variants = {
+      "with": None,  # The library's jit already carries them.
+      "without": {k: False for k in compiler.COMPILER_OPTIONS},
+  }
+
+  def compare(what: str, jitted, make_args, chain: bool) -> None:
+    """`jitted` compiled per variant; with `chain`, its first output replaces
+    its first (donated) argument, as a training loop does."""
+    args = {v: make_args() for v in variants}
+    fns = {
+        v: jitted.lower(*args[v]).compile(compiler_options=opts)
+        for v, opts in variants.items()
+    }
+    times = collections.defaultdict(list)
+    for rep in range(reps + 1):  # The first round warms up.
+      for v, fn in fns.items():
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn(*args[v]))
+        if rep:
+          times[v].append(time.perf_counter() - start)
+        if chain:
+          args[v][0] = out[0]
+    line = ", ".join(f"{v} {np.median(t):.3f} s" for v, t in times.items())
+    print(f"  {what}: {line} (median of {reps}, alternately)", flush=True)
+
+  for dtype in ("float32", "bfloat16"):
+    cfg = dataclasses.replace(
+        ModelConfig(**PRESETS["smollm2_135m"]), dtype=dtype
+    )
+    params = _random_params(cfg)
+    tx, step = bench_jax._train_step_fn(cfg)  # pylint: disable=protected-access
+    batch = bench_jax.train_batch(cfg, 8, 256)
+    compare(
+        f"SFT step B=8 L=256, {dtype}",
+        step,
+        lambda: [bench_jax.train_state(params, tx), batch],
+        chain=True,
+    )
+    del params
+    with _grpo_trainer(dtype) as (trainer, it):
+      roll = trainer.rollout(it, 0)
+      group = trainer._prompt_group_size(roll)  # pylint: disable=protected-access
+      tokens, valid = jnp.asarray(roll.tokens), jnp.asarray(roll.valid)
+      batch = {
+          "tokens": tokens,
+          "valid": valid,
+          "mask": jnp.asarray(roll.mask, jnp.float32),
+          "adv": jnp.asarray(np.linspace(-1, 1, len(roll.tokens)), jnp.float32),
+          "seq_weight": jnp.ones(len(roll.tokens), jnp.float32),
+          "ref_logp": jnp.zeros(roll.mask.shape, jnp.float32),
+      }
+      compare(
+          f"GRPO reference pass, {dtype}",
+          trainer._logp_fn(roll.prompt_len, group),  # pylint: disable=protected-access
+          lambda: [trainer.ref_params, tokens, valid],
+          chain=False,
+      )
+      compare(
+          f"GRPO update, {dtype}",
+          trainer._update_fn(roll.prompt_len, group),  # pylint: disable=protected-access
+          lambda: [jax.tree.map(jnp.copy, trainer.state), batch],
+          chain=True,
+      )
+
+
+@contextlib.contextmanager
+def _grpo_trainer(dtype: str):
+  """(trainer, prompt iterator) of the benchmark's GRPO step on SmolLM2,
+  inside its mesh and sharding rules."""
   from experiments import bench_jax  # pylint: disable=g-import-not-at-top
 
   st = bs.settings(False)
@@ -443,20 +541,7 @@ def grpo_step(dtype: str = "bfloat16") -> None:
         "smollm2", st, dtype, reward, workdir
     )
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      for i in range(3):  # The first step compiles.
-        start = time.perf_counter()
-        roll = trainer.rollout(it, i)
-        rollout_s = time.perf_counter() - start
-        _, timings = trainer.train_step(roll)
-      print(
-          f"  {dtype}, warm step: rollout {rollout_s:.2f} s, reference"
-          f" {timings['time/reference']:.2f} s, update"
-          f" {timings['time/update']:.2f} s"
-      )
-      _op_time_breakdown(lambda: trainer.rollout(it, 3), "rollout", top=8)
-      _op_time_breakdown(
-          lambda: trainer.train_step(roll), "reference + update", top=12
-      )
+      yield trainer, it
 
 
 def _interleaved_median_s(runs: dict, reps: int) -> dict:
@@ -538,6 +623,7 @@ def main() -> None:
       rollout=rollout,
       prompt_share=prompt_share,
       grpo_step=grpo_step,
+      compiler=compiler_options,
   )
   for section in args.sections.split(","):
     print(section.upper(), flush=True)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlcs_jax import compiler
 from rlcs_jax.genrm import prompts as genrm_prompts
 from rlcs_jax.genrm import verdict as verdict_lib
 from rlcs_jax.model.config import ModelConfig
@@ -52,7 +53,7 @@ def verdict_token_ids(tokenizer: Tokenizer) -> tuple[int, int]:
   raise ValueError("tokenizer cannot distinguish verdicts 1 and 2")
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg",))
+@functools.partial(compiler.jit, static_argnames=("model_cfg",))
 def _last_logits(params, tokens_BL, valid_BL, ids_2, *, model_cfg):
   logits, _ = Transformer(model_cfg).apply(
       {"params": params}, tokens_BL, valid_BL=valid_BL

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlcs_jax import compiler
 from rlcs_jax.model import kv_cache
 from rlcs_jax.model.config import ModelConfig, dtype_of
 from rlcs_jax.model.transformer import Transformer, to_sampling_layout
@@ -211,7 +212,7 @@ def _first_above(cum_BX: Array, u_B: Array, w_BX: Array) -> Array:
   return jnp.minimum(count, last).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "group_size"))
+@functools.partial(compiler.jit, static_argnames=("model_cfg", "group_size"))
 def prefill(
     params,
     tokens_BP: Array,
@@ -256,7 +257,7 @@ def prefill(
 
 # Not donated: the loop grows the cache, so no input buffer has an output's
 # shape to be reused for.
-@functools.partial(jax.jit, static_argnames=("model_cfg", "cfg"))
+@functools.partial(compiler.jit, static_argnames=("model_cfg", "cfg"))
 def decode(
     params, state: DecodeState, *, model_cfg: ModelConfig, cfg: SamplingConfig
 ) -> DecodeState:
@@ -420,7 +421,7 @@ def compute_params(params, model_cfg: ModelConfig):
   return _cast_matrices(params, cd)
 
 
-@functools.partial(jax.jit, static_argnums=1)
+@functools.partial(compiler.jit, static_argnums=1)
 def _cast_matrices(params, dtype):
   return jax.tree.map(
       lambda x: (

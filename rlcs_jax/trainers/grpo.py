@@ -42,6 +42,7 @@ import numpy as np
 import tqdm
 
 from rlcs_jax import checkpoint as ckpt_lib
+from rlcs_jax import compiler
 from rlcs_jax import metrics as metrics_lib
 from rlcs_jax import numerics
 from rlcs_jax import preemption
@@ -202,7 +203,7 @@ class GRPOTrainer:
   def _update_fn(self, prompt_len: int, group_size: int):
     key = (prompt_len, group_size)
     if key not in self._update_fns:
-      self._update_fns[key] = jax.jit(
+      self._update_fns[key] = compiler.jit(
           grpo_update.make_update_step(
               self.model_cfg,
               self.tx,
@@ -220,7 +221,7 @@ class GRPOTrainer:
   def _logp_fn(self, prompt_len: int, group_size: int):
     key = (prompt_len, group_size)
     if key not in self._logp_fns:
-      self._logp_fns[key] = jax.jit(
+      self._logp_fns[key] = compiler.jit(
           lambda p, t, v: grpo_update.completion_logprobs(
               p,
               self.model_cfg,

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rlcs_jax import compiler
 from rlcs_jax import numerics
 from rlcs_jax.grpo import advantages as adv_lib
 from rlcs_jax.grpo import logprobs as logprobs_lib
@@ -31,7 +32,7 @@ from rlcs_jax.trainers import state as state_lib
 if TYPE_CHECKING:
   from rlcs_jax.trainers import grpo
 
-group_advantages = jax.jit(
+group_advantages = compiler.jit(
     adv_lib.group_advantages, static_argnames=("scale_by_std", "eps")
 )
 

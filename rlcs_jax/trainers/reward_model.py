@@ -33,6 +33,7 @@ import optax
 import tqdm
 
 from rlcs_jax import checkpoint as ckpt_lib
+from rlcs_jax import compiler
 from rlcs_jax import metrics as metrics_lib
 from rlcs_jax import preemption
 from rlcs_jax import sharding as shd
@@ -200,13 +201,13 @@ def _compile(
       params_sh, tx, abstract_params(model_cfg), mesh
   )
   batch_sh = {k: shd.batch_sharding(mesh) for k in BATCH_KEYS}
-  train_step = jax.jit(
+  train_step = compiler.jit(
       make_train_step(model_cfg, tx, grad_accum),
       in_shardings=(shardings, batch_sh),
       out_shardings=(shardings, shd.replicated(mesh)),
       donate_argnames=("state",),
   )
-  eval_step = jax.jit(
+  eval_step = compiler.jit(
       lambda p, b: pair_sums(p, model_cfg, b),
       in_shardings=(params_sh, batch_sh),
       out_shardings=shd.replicated(mesh),
@@ -447,7 +448,7 @@ class Scorer:
       self.num_traces += 1  # Runs only when jax traces (a new shape).
       return scalar_rm.score(p, model_cfg, tokens_BL, valid_BL)
 
-    self._score = jax.jit(fn)
+    self._score = compiler.jit(fn)
 
   def __call__(
       self, prompts: Sequence[str], responses: Sequence[str]

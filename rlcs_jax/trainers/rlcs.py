@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlcs_jax import compiler
 from rlcs_jax import sharding as shd
 from rlcs_jax.data import jsonl
 from rlcs_jax.genrm import consistency
@@ -123,7 +124,7 @@ def correctness_reward(batch: rewards_lib.RewardBatch) -> np.ndarray:
   return np.asarray(out)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "prompt_len"))
+@functools.partial(compiler.jit, static_argnames=("model_cfg", "prompt_len"))
 def _response_entropy(params, tokens, valid, mask, *, model_cfg, prompt_len):
   hidden, _ = Transformer(model_cfg).apply(
       {"params": params},
@@ -167,7 +168,7 @@ def make_shaping_fn(
       target=sc.target,
       format_failure_reward=sc.format_failure_reward,
   )
-  apply = jax.jit(
+  apply = compiler.jit(
       shaping_lib.apply_shaping, static_argnames=("cfg", "scale_by_std", "eps")
   )
 

@@ -52,6 +52,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from rlcs_jax import compiler
 from rlcs_jax import metrics as metrics_lib
 from rlcs_jax.data import jsonl
 from rlcs_jax.grpo import mixing
@@ -224,7 +225,7 @@ class RLMRConfig:
 # ----------------------------------------------------------------------------
 # Rewards and per-step metrics.
 
-_mixed_reward = jax.jit(mixing.mixed_reward, static_argnames=("cfg",))
+_mixed_reward = compiler.jit(mixing.mixed_reward, static_argnames=("cfg",))
 
 
 def reward_components(

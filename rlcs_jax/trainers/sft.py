@@ -21,6 +21,7 @@ import optax
 import tqdm
 
 from rlcs_jax import checkpoint as ckpt_lib
+from rlcs_jax import compiler
 from rlcs_jax import metrics as metrics_lib
 from rlcs_jax import numerics
 from rlcs_jax import preemption
@@ -104,7 +105,7 @@ def jit_train_step(step_fn, shardings: state_lib.TrainState, mesh):
   batch_sh = {
       k: shd.batch_sharding(mesh) for k in ("tokens", "valid", "loss_mask")
   }
-  return jax.jit(
+  return compiler.jit(
       step_fn,
       in_shardings=(shardings, batch_sh),
       out_shardings=(shardings, shd.replicated(mesh)),
@@ -116,7 +117,7 @@ def jit_eval_step(model_cfg: ModelConfig, params_sharding, mesh):
   batch_sh = {
       k: shd.batch_sharding(mesh) for k in ("tokens", "valid", "loss_mask")
   }
-  return jax.jit(
+  return compiler.jit(
       lambda p, b: nll_sums(p, model_cfg, b),
       in_shardings=(params_sharding, batch_sh),
       out_shardings=shd.replicated(mesh),

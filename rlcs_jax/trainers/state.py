@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from rlcs_jax import compiler
 from rlcs_jax import sharding as shd
 from rlcs_jax.model.config import ModelConfig
 from rlcs_jax.model.transformer import Transformer
@@ -126,7 +127,7 @@ def init_params(model_cfg: ModelConfig, rng: jax.Array, mesh, rules) -> Any:
     variables = Transformer(model_cfg).init(key, jnp.zeros((1, 8), jnp.int32))
     return nn.meta.unbox(variables)["params"]
 
-  return jax.jit(init, out_shardings=shardings)(rng)
+  return compiler.jit(init, out_shardings=shardings)(rng)
 
 
 def state_shardings(
@@ -164,7 +165,7 @@ def create_state(
         step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p)
     )
 
-  return jax.jit(make, out_shardings=shardings)(params)
+  return compiler.jit(make, out_shardings=shardings)(params)
 
 
 def abstract_state(
