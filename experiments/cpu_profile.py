@@ -60,38 +60,31 @@ sampling  one sampled token's choice over SmolLM2's vocabulary at B = 16
         `jax.random.categorical`) it replaced, 128 choices in a jitted
         loop.
 
-Like `rlcs_jax.main`, it first calls `host_memory.reuse_freed_memory()`;
-RLCS_JAX_MALLOC=default profiles with glibc's default malloc instead.
+The GRPO sections (logprobs, prompt_share, rollout, grpo_step, compiler)
+live in `cpu_profile_grpo`, the shared timing and trace helpers in
+`profile_tools`. Like `rlcs_jax.main`, it first calls
+`host_memory.reuse_freed_memory()`; RLCS_JAX_MALLOC=default profiles with
+glibc's default malloc instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import dataclasses
-import glob
 import re
 import resource
-import tempfile
-import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import bench_setup as bs
+from experiments import cpu_profile_grpo
+from experiments import profile_tools as tools
 from rlcs_jax import host_memory
 from rlcs_jax.model.config import PRESETS, ModelConfig
 from rlcs_jax.model import attention as attention_lib
 from rlcs_jax.model import matmul as matmul_lib
-from rlcs_jax.model.transformer import Transformer
 from rlcs_jax.sampler import sampling
-
-
-def _median_s(fn, reps: int = 5) -> float:
-  return bs.timed(fn, reps)["median_s"]
 
 
 def matmul() -> None:
@@ -132,7 +125,7 @@ def _decode_matmuls(m: int, k: int, n: int, dtype, layers: int = 30) -> None:
   line = f"  decode {dtype.name:8s} [{m},{k}]x[{k},{n}] x{layers}:"
   for name, (mm, ws) in forms.items():
     fn = jax.jit(lambda x, ws, mm=mm: [jnp.sum(mm(x, w)) for w in ws])
-    secs = _median_s(lambda: jax.block_until_ready(fn(x, ws)), 20)
+    secs = tools.median_s(lambda: jax.block_until_ready(fn(x, ws)), 20)
     line += f"  {name} {1e3 * secs / layers:.3f} ms"
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -141,7 +134,7 @@ def _decode_matmuls(m: int, k: int, n: int, dtype, layers: int = 30) -> None:
     tx = torch.ones(m, k, dtype=tdt)
     tws = [torch.from_numpy(np.array(w, np.float32)).to(tdt) for w in w_nk]
     linear = torch.nn.functional.linear
-    tsecs = _median_s(lambda: [linear(tx, w).sum() for w in tws], 20)
+    tsecs = tools.median_s(lambda: [linear(tx, w).sum() for w in tws], 20)
     line += f"  torch linear {1e3 * tsecs / layers:.3f} ms"
   except ImportError:
     line += "  torch not installed"
@@ -198,21 +191,21 @@ def _head_gradients() -> None:
     t = None
   flops = 2.0 * m * d * v
   for name, fn, args, torch_fn in cases:
-    secs = _median_s(lambda: fn(*args).block_until_ready())
+    secs = tools.median_s(lambda: fn(*args).block_until_ready())
     line = f"  {name:40s} jax {flops / secs / 1e9:7.0f} GFLOP/s"
     line += f" ({secs * 1e3:.1f} ms)"
     if t is None:
       line += "   torch not installed"
     else:
-      tsecs = _median_s(lambda: torch_fn(t))
+      tsecs = tools.median_s(lambda: torch_fn(t))
       line += f"   torch {flops / tsecs / 1e9:7.0f} GFLOP/s"
     print(line, flush=True)
 
 
 def decode(batch: int = 8, new: int = 512) -> None:
   cfg = ModelConfig(**PRESETS["smollm2_135m"])
-  params = _random_params(cfg)
-  tokens, valid = _random_prompts(cfg, batch, 64)
+  params = tools.random_params(cfg)
+  tokens, valid = tools.random_prompts(cfg, batch, 64)
   scfg = sampling.SamplingConfig(
       max_new_tokens=new, greedy=True, stop_ids=(), prompt_buckets=(64,)
   )
@@ -229,7 +222,7 @@ def decode(batch: int = 8, new: int = 512) -> None:
         sampling.prefill(params, tokens, valid, model_cfg=cfg)
     )
 
-  total, pre = _median_s(generate, 3), _median_s(prefill, 3)
+  total, pre = tools.median_s(generate, 3), tools.median_s(prefill, 3)
   print(
       f"  B={batch} f32, {new} new tokens: {1e3 * (total - pre) / new:.1f} ms"
   )
@@ -246,7 +239,7 @@ def decode(batch: int = 8, new: int = 512) -> None:
           r"%([\w.\-]+) = [^\n]*?metadata=\{op_name=\"([^\"]+)\"", hlo
       )
   }
-  _op_time_breakdown(generate, "prefill + decode", top=8, sources=sources)
+  tools.op_time_breakdown(generate, "prefill + decode", top=8, sources=sources)
 
 
 def train(batch: int = 8, seq: int = 256) -> None:
@@ -257,8 +250,8 @@ def train(batch: int = 8, seq: int = 256) -> None:
     cfg = dataclasses.replace(
         ModelConfig(**PRESETS["smollm2_135m"]), dtype=dtype
     )
-    run = bench_jax.train_step_runner(cfg, _random_params(cfg), batch, seq)
-    secs = _median_s(run, 3)
+    run = bench_jax.train_step_runner(cfg, tools.random_params(cfg), batch, seq)
+    secs = tools.median_s(run, 3)
     before = resource.getrusage(resource.RUSAGE_SELF)
     run()
     after = resource.getrusage(resource.RUSAGE_SELF)
@@ -267,7 +260,7 @@ def train(batch: int = 8, seq: int = 256) -> None:
         f" {after.ru_minflt - before.ru_minflt} minor page faults,"
         f" {after.ru_stime - before.ru_stime:.1f} s kernel time"
     )
-    _op_time_breakdown(run, "one step")
+    tools.op_time_breakdown(run, "one step")
 
 
 def attention(batch: int = 8, length: int = 256, reps: int = 7) -> None:
@@ -305,81 +298,9 @@ def attention(batch: int = 8, length: int = 256, reps: int = 7) -> None:
       )
       runs[dtype, "fwd + bwd", name] = lambda f=grad: f(q, kk, v)
   for (dtype, what, name), secs in sorted(
-      _interleaved_median_s(runs, reps).items()
+      tools.interleaved_median_s(runs, reps).items()
   ):
     print(f"  {dtype:8s} {what:9s} {name:17s} {1e3 * secs:6.2f} ms")
-
-
-def logprobs(reps: int = 5) -> None:
-  from rlcs_jax.grpo import logprobs as lp  # pylint: disable=g-import-not-at-top
-
-  logits = 3 * jax.random.normal(jax.random.key(0), (16, 128, 49152))
-  targets = jax.random.randint(jax.random.key(1), (16, 128), 0, 49152)
-  weights = jax.random.normal(jax.random.key(2), (16, 128))
-
-  def plain(x):  # The implementation `_exp_sums` replaced (9a8273f^).
-    z = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
-    lse = jax.nn.logsumexp(z, axis=-1)
-    probs = jnp.exp(z - lse[..., None])
-    finite_z = jnp.where(z > -jnp.inf, z, 0.0)
-    entropy = lse - jnp.sum(probs * finite_z, axis=-1)
-    target = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
-    return target - lse, entropy
-
-  ours = lambda x: lp.token_logprobs_and_entropy(x, targets)
-  runs = {}
-  for name, fn in (("jnp reductions", plain), ("_exp_sums", ours)):
-
-    def loss(x, fn=fn):
-      logp, entropy = fn(x)
-      return jnp.sum(logp * weights) + jnp.mean(entropy)
-
-    forward = jax.jit(lambda x, fn=fn: fn(x)[0])
-    runs["forward", name] = lambda f=forward: f(logits)
-    backward = jax.jit(jax.grad(loss))
-    runs["forward + backward", name] = lambda f=backward: f(logits)
-  for (what, name), secs in sorted(_interleaved_median_s(runs, reps).items()):
-    print(f"  {what:18s} {name:15s} {1e3 * secs:6.0f} ms")
-
-
-def prompt_share(reps: int = 5, groups: int = 4, group_size: int = 4) -> None:
-  from rlcs_jax.trainers import grpo_update  # pylint: disable=g-import-not-at-top
-
-  cfg = dataclasses.replace(
-      ModelConfig(**PRESETS["smollm2_135m"]), dtype="bfloat16"
-  )
-  params = _random_params(cfg)
-  rng = np.random.default_rng(0)
-  b, t = groups * group_size, 128
-  for prompt in (16, 128):
-    # Left-padded prompts of several lengths, one per group; completions of
-    # several lengths.
-    tokens = rng.integers(3, cfg.vocab_size, (b, prompt + t)).astype(np.int32)
-    valid = np.ones((b, prompt + t), bool)
-    for g in range(groups):
-      rows = slice(g * group_size, (g + 1) * group_size)
-      tokens[rows, :prompt] = tokens[g * group_size, :prompt]
-      valid[rows, : int(rng.integers(0, prompt // 4 + 1))] = False
-    valid[:, prompt:] = np.arange(t) < rng.integers(t // 2, t + 1, (b, 1))
-    mask = valid[:, prompt:]
-    runs = {}
-    for name, r in (("per row", 1), ("shared prompt", group_size)):
-
-      def logp(p, r=r):
-        return grpo_update.completion_logprobs(
-            p, cfg, tokens, valid, prompt, 1.0, r
-        )[0]
-
-      forward = jax.jit(logp)
-      grad = jax.jit(
-          jax.grad(lambda p, logp=logp: jnp.sum(jnp.where(mask, logp(p), 0)))
-      )
-      runs["forward", name] = lambda f=forward: f(params)
-      runs["forward + backward", name] = lambda f=grad: f(params)
-    saved = (1 - 1 / group_size) * prompt / (prompt + t - 1)
-    print(f"  prompt {prompt}: {100 * saved:.0f}% fewer tokens shared")
-    for (what, name), secs in sorted(_interleaved_median_s(runs, reps).items()):
-      print(f"    {what:18s} {name:13s} {1e3 * secs:6.0f} ms")
 
 
 def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
@@ -409,197 +330,8 @@ def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
       return jax.lax.fori_loop(0, steps, body, jnp.zeros((batch,)))
 
     runs[name] = lambda f=jax.jit(loop): f(logits, jax.random.key(1))
-  for name, secs in _interleaved_median_s(runs, reps).items():
+  for name, secs in tools.interleaved_median_s(runs, reps).items():
     print(f"  {name:12s} {1e3 * secs / steps:.2f} ms per token")
-
-
-def rollout(
-    batch: int = 16, prompt: int = 16, new: int = 128, reps: int = 3
-) -> None:
-  """A GRPO rollout's generation in bf16 with each KV cache dtype."""
-  base = dataclasses.replace(
-      ModelConfig(**PRESETS["smollm2_135m"]), dtype="bfloat16"
-  )
-  params = _random_params(base)
-  tokens, valid = _random_prompts(base, batch, prompt)
-  scfg = sampling.SamplingConfig(
-      max_new_tokens=new, stop_ids=(), prompt_buckets=(prompt,)
-  )
-  runs = {}
-  for cache in ("float32", "bfloat16"):
-    cfg = dataclasses.replace(base, cache_dtype=cache)
-    runs[cache] = lambda cfg=cfg: sampling.generate_arrays(
-        params, tokens, valid, jax.random.key(0), model_cfg=cfg, cfg=scfg
-    )
-  for cache, secs in _interleaved_median_s(runs, reps).items():
-    print(
-        f"  B={batch}, prompt {prompt} + {new} sampled, bf16 compute,"
-        f" {cache} cache: {1e3 * secs / new:.1f} ms per token (prefill"
-        " included)"
-    )
-
-
-def grpo_step(dtype: str = "bfloat16") -> None:
-  """The benchmark's GRPO step: phase times and op-time shares."""
-  with _grpo_trainer(dtype) as (trainer, it):
-    for i in range(3):  # The first step compiles.
-      start = time.perf_counter()
-      roll = trainer.rollout(it, i)
-      rollout_s = time.perf_counter() - start
-      _, timings = trainer.train_step(roll)
-    print(
-        f"  {dtype}, warm step: rollout {rollout_s:.2f} s, reference"
-        f" {timings['time/reference']:.2f} s, update"
-        f" {timings['time/update']:.2f} s"
-    )
-    _op_time_breakdown(lambda: trainer.rollout(it, 3), "rollout", top=8)
-    _op_time_breakdown(
-        lambda: trainer.train_step(roll), "reference + update", top=12
-    )
-
-
-def compiler_options(reps: int = 5) -> None:
-  """Library steps compiled with and without `compiler.COMPILER_OPTIONS`."""
-  from experiments import bench_jax  # pylint: disable=g-import-not-at-top
-  from rlcs_jax import compiler  # pylint: disable=g-import-not-at-top
-
-  variants = {
-      "with": None,  # The library's jit already carries them.
-      "without": {k: False for k in compiler.COMPILER_OPTIONS},
-  }
-
-  def compare(what: str, jitted, make_args, chain: bool) -> None:
-    """`jitted` compiled per variant; with `chain`, its first output replaces
-    its first (donated) argument, as a training loop does."""
-    args = {v: make_args() for v in variants}
-    fns = {
-        v: jitted.lower(*args[v]).compile(compiler_options=opts)
-        for v, opts in variants.items()
-    }
-    times = collections.defaultdict(list)
-    for rep in range(reps + 1):  # The first round warms up.
-      for v, fn in fns.items():
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args[v]))
-        if rep:
-          times[v].append(time.perf_counter() - start)
-        if chain:
-          args[v][0] = out[0]
-    line = ", ".join(f"{v} {np.median(t):.3f} s" for v, t in times.items())
-    print(f"  {what}: {line} (median of {reps}, alternately)", flush=True)
-
-  for dtype in ("float32", "bfloat16"):
-    cfg = dataclasses.replace(
-        ModelConfig(**PRESETS["smollm2_135m"]), dtype=dtype
-    )
-    params = _random_params(cfg)
-    tx, step = bench_jax._train_step_fn(cfg)  # pylint: disable=protected-access
-    batch = bench_jax.train_batch(cfg, 8, 256)
-    compare(
-        f"SFT step B=8 L=256, {dtype}",
-        step,
-        lambda: [bench_jax.train_state(params, tx), batch],
-        chain=True,
-    )
-    del params
-    with _grpo_trainer(dtype) as (trainer, it):
-      roll = trainer.rollout(it, 0)
-      group = trainer._prompt_group_size(roll)  # pylint: disable=protected-access
-      tokens, valid = jnp.asarray(roll.tokens), jnp.asarray(roll.valid)
-      batch = {
-          "tokens": tokens,
-          "valid": valid,
-          "mask": jnp.asarray(roll.mask, jnp.float32),
-          "adv": jnp.asarray(np.linspace(-1, 1, len(roll.tokens)), jnp.float32),
-          "seq_weight": jnp.ones(len(roll.tokens), jnp.float32),
-          "ref_logp": jnp.zeros(roll.mask.shape, jnp.float32),
-      }
-      compare(
-          f"GRPO reference pass, {dtype}",
-          trainer._logp_fn(roll.prompt_len, group),  # pylint: disable=protected-access
-          lambda: [trainer.ref_params, tokens, valid],
-          chain=False,
-      )
-      compare(
-          f"GRPO update, {dtype}",
-          trainer._update_fn(roll.prompt_len, group),  # pylint: disable=protected-access
-          lambda: [jax.tree.map(jnp.copy, trainer.state), batch],
-          chain=True,
-      )
-
-
-@contextlib.contextmanager
-def _grpo_trainer(dtype: str):
-  """(trainer, prompt iterator) of the benchmark's GRPO step on SmolLM2,
-  inside its mesh and sharding rules."""
-  from experiments import bench_jax  # pylint: disable=g-import-not-at-top
-
-  st = bs.settings(False)
-  reward = lambda b: np.asarray([bs.code_reward(c) for c in b.completions])
-  with tempfile.TemporaryDirectory() as workdir:
-    trainer, mesh, rules, it = bench_jax.grpo_trainer(
-        "smollm2", st, dtype, reward, workdir
-    )
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      yield trainer, it
-
-
-def _interleaved_median_s(runs: dict, reps: int) -> dict:
-  """Median seconds of each no-argument run (after one compiling call),
-  timed in turn rep by rep so that machine drift hits all of them alike."""
-  for fn in runs.values():
-    jax.block_until_ready(fn())
-  times = collections.defaultdict(list)
-  for _ in range(reps):
-    for key, fn in runs.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[key].append(time.perf_counter() - start)
-  return {key: float(np.median(ts)) for key, ts in times.items()}
-
-
-def _random_params(cfg: ModelConfig):
-  return jax.jit(
-      lambda: nn.meta.unbox(
-          Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
-      )["params"]
-  )()
-
-
-def _random_prompts(cfg: ModelConfig, batch: int, length: int):
-  """(tokens, valid) of `batch` random full-length prompts."""
-  rng = np.random.default_rng(0)
-  tokens = rng.integers(3, cfg.vocab_size, (batch, length))
-  return jnp.asarray(tokens, jnp.int32), jnp.ones((batch, length), bool)
-
-
-def _op_time_breakdown(fn, what: str, top: int = 6, sources=None) -> None:
-  """Share of executed op time per kind of XLA op, from a profiler trace.
-
-  With `sources` (HLO instruction name -> source op name), per kind and
-  source op instead.
-  """
-  with tempfile.TemporaryDirectory() as trace_dir:
-    jax.profiler.start_trace(trace_dir)
-    fn()
-    jax.profiler.stop_trace()
-    path = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0]
-    data = jax.profiler.ProfileData.from_file(path)
-  kinds = collections.Counter()
-  for plane in data.planes:
-    for line in plane.lines:
-      for ev in line.events:
-        if re.match(r"(ThunkExecutor|SlinkyThreadPool|end:)", ev.name):
-          continue
-        if "Eigen" in line.name or "XLA" in line.name:
-          kind = re.sub(r"[.\d]+$", "", ev.name)
-          if sources is not None:
-            kind = f"{kind}  {sources.get(ev.name, '?')}"
-          kinds[kind] += ev.duration_ns
-  total_ns = sum(kinds.values())
-  print(f"  executed op time {total_ns / 1e9:.2f} s ({what}):")
-  for kind, ns in kinds.most_common(top):
-    print(f"    {100 * ns / total_ns:5.1f}%  {kind}")
 
 
 def main() -> None:
@@ -618,12 +350,12 @@ def main() -> None:
       decode=decode,
       train=train,
       attention=attention,
-      logprobs=logprobs,
+      logprobs=cpu_profile_grpo.logprobs,
       sampling=sampling_choice,
-      rollout=rollout,
-      prompt_share=prompt_share,
-      grpo_step=grpo_step,
-      compiler=compiler_options,
+      rollout=cpu_profile_grpo.rollout,
+      prompt_share=cpu_profile_grpo.prompt_share,
+      grpo_step=cpu_profile_grpo.grpo_step,
+      compiler=cpu_profile_grpo.compiler_options,
   )
   for section in args.sections.split(","):
     print(section.upper(), flush=True)

@@ -24,7 +24,32 @@ COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 
 def jit(fun: Callable | None = None, **kwargs: Any):
-  """`jax.jit(fun, **kwargs)` with COMPILER_OPTIONS; a decorator as well."""
+  """`jax.jit(fun, **kwargs)` compiled with COMPILER_OPTIONS; a decorator too.
+
+  JAX takes compiler options on top-level jits only (it raises when one is
+  staged into another computation), so a call with traced arguments (inside
+  another jit, `lax.scan`, `grad`, `vmap` or `eval_shape`) runs `fun` jitted
+  without them; the enclosing computation compiles with its own options.
+  """
   if fun is None:
     return functools.partial(jit, **kwargs)
-  return jax.jit(fun, compiler_options=COMPILER_OPTIONS, **kwargs)
+  return _Jitted(fun, kwargs)
+
+
+class _Jitted:
+  """A jitted function with COMPILER_OPTIONS at top level (see `jit`)."""
+
+  def __init__(self, fun: Callable, kwargs: dict[str, Any]):
+    self.top_level = jax.jit(fun, compiler_options=COMPILER_OPTIONS, **kwargs)
+    self.nested = jax.jit(fun, **kwargs)
+    functools.update_wrapper(self, fun)
+
+  def __call__(self, *args, **kwargs):
+    leaves = jax.tree.leaves((args, kwargs))
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+      return self.nested(*args, **kwargs)
+    return self.top_level(*args, **kwargs)
+
+  def __getattr__(self, name: str):
+    # lower, trace, eval_shape, ...: the top-level jit's.
+    return getattr(self.top_level, name)

@@ -5,19 +5,24 @@ gradients are NaN) between two good batches and checks that the bad step is
 an exact no-op on parameters and optimizer state. The loop-level test trains
 from parameters containing a NaN, so every step is skipped: the run must stop
 after `sft.max_consecutive_skips` with a message naming the steps, and leave
-each offending batch in `<stage>/bad_batch_step<N>.npz`. The GRPO tests do
+each offending batch in `<stage>/bad_batch_step<N>.npz`. A compile-level test
+checks that the step's select between old and new optimizer state does not
+make XLA:CPU copy the Adam moments (`compiler.COMPILER_OPTIONS`). The GRPO tests do
 the same through `grpo.train_step` (NaN advantages) and `grpo.train`
 (NaN parameters), where the saved batch is the step's rollout.
 """
 
 import os
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import grpo_tiny
 from configs import tiny
+from rlcs_jax import compiler
 from rlcs_jax import metrics as metrics_lib
 from rlcs_jax import numerics
 from rlcs_jax.data import pipeline
@@ -38,9 +43,11 @@ def _config(module=tiny, **overrides):
   return c
 
 
-def test_nonfinite_step_is_an_exact_no_op():
+def _sft_step(grad_accum: int):
+  """(model config, mesh, rules, tx, state shardings, jitted sharded SFT
+  step) of the tiny config's test preset (vocab 128)."""
   config = _config()
-  model_cfg = setup.model_config(config, None)  # Preset "test": vocab 128.
+  model_cfg = setup.model_config(config, None)
   mesh = setup.make_mesh(config)
   rules = setup.rules(config)
   tx = state_lib.make_optimizer(
@@ -51,8 +58,13 @@ def test_nonfinite_step_is_an_exact_no_op():
       params_sh, tx, state_lib.abstract_params(model_cfg), mesh
   )
   step = sft.jit_train_step(
-      sft.make_train_step(model_cfg, tx, grad_accum=2), shardings, mesh
+      sft.make_train_step(model_cfg, tx, grad_accum), shardings, mesh
   )
+  return model_cfg, mesh, rules, tx, shardings, step
+
+
+def test_nonfinite_step_is_an_exact_no_op():
+  model_cfg, mesh, rules, tx, shardings, step = _sft_step(grad_accum=2)
   rng = np.random.default_rng(0)
 
   def batch(nan=False):
@@ -94,6 +106,38 @@ def test_nonfinite_step_is_an_exact_no_op():
   assert np.all(
       [np.isfinite(x).all() for x in jax.tree.leaves(with_skip.params)]
   )
+
+
+def _input_copies(monkeypatch, options) -> list[str]:
+  """Float32 input arrays the compiled SFT step copies, compiled with
+  `compiler.COMPILER_OPTIONS` set to `options`."""
+  monkeypatch.setattr(compiler, "COMPILER_OPTIONS", options)
+  model_cfg, mesh, _, tx, shardings, step = _sft_step(grad_accum=1)
+  state = jax.eval_shape(
+      lambda p: state_lib.create_state(p, tx, shardings),
+      state_lib.abstract_params(model_cfg),
+  )
+  batch = {
+      "tokens": jax.ShapeDtypeStruct((8, 16), jnp.int32),
+      "valid": jax.ShapeDtypeStruct((8, 16), bool),
+      "loss_mask": jax.ShapeDtypeStruct((8, 16), jnp.float32),
+  }
+  with jax.set_mesh(mesh):
+    hlo = step.lower(state, batch).compile().as_text()
+  # The partitioned program names its inputs param.N.
+  entry = hlo[hlo.index("\nENTRY") :]
+  return re.findall(r"= (f32\[[\d,]+\])\{[\d,]*\} copy\(%param[\w.]*\)", entry)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU only")
+def test_skip_select_leaves_adam_moments_updated_in_place(monkeypatch):
+  """The step selects between the old and new optimizer state, and XLA:CPU
+  copied both Adam moments of every parameter for it unless compiled with
+  `compiler.COMPILER_OPTIONS` (copy insertion with region analysis)."""
+  assert not _input_copies(monkeypatch, compiler.COMPILER_OPTIONS)
+  # Without the options the same step copies the moments (so the test can
+  # fail).
+  assert _input_copies(monkeypatch, {})
 
 
 def test_consecutive_skips_stop_the_run_and_save_batches(tmp_path):
