@@ -58,7 +58,10 @@ sampling  one sampled token's choice over SmolLM2's vocabulary at B = 16
         (a GRPO rollout's batch): `sampling._choose` (one uniform number
         per row, inverse CDF) vs the Gumbel-max draw (the same draw as
         `jax.random.categorical`) it replaced, 128 choices in a jitted
-        loop.
+        loop; then the choice from the [V, B] logits of a decode step's
+        weights-left head, transposed to [B, V] first vs reduced where they
+        lie (`decode`'s vocabulary-major loop): greedy at B = 32 and 8 (the
+        decode benchmark's), sampled at B = 16.
 
 The GRPO sections (logprobs, prompt_share, rollout, grpo_step, compiler)
 live in `cpu_profile_grpo`, the shared timing and trace helpers in
@@ -332,6 +335,35 @@ def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
     runs[name] = lambda f=jax.jit(loop): f(logits, jax.random.key(1))
   for name, secs in tools.interleaved_median_s(runs, reps).items():
     print(f"  {name:12s} {1e3 * secs / steps:.2f} ms per token")
+  for rows, greedy in ((32, True), (8, True), (batch, False)):
+    _choice_layouts(vocab, rows, greedy, steps, reps)
+
+
+def _choice_layouts(vocab: int, rows: int, greedy: bool, steps: int, reps):
+  """The choice from [V, B] logits, as a decode step's weights-left head
+  gives them: transposed to [B, V] first (`decode` at 74156ac) or
+  reduced over V where they lie (`vocab_axis=0`)."""
+  cfg = sampling.SamplingConfig(max_new_tokens=1, greedy=greedy)
+  logits_VB = 4 * jax.random.normal(jax.random.key(0), (vocab, rows))
+  runs = {}
+  for name, axis in (("[B, V]", 1), ("[V, B]", 0)):
+
+    def loop(z_VB, key, axis=axis):
+      def body(i, acc):
+        z = z_VB + acc[None, :]
+        # A select the compiler cannot fold, as after the head's dot.
+        z = jnp.where(z > jnp.inf, 0.0, z)
+        token, logp = sampling._choose(  # pylint: disable=protected-access
+            z.T if axis else z, jax.random.fold_in(key, i), cfg, axis
+        )
+        return acc + 1e-3 * logp + 1e-6 * token
+
+      return jax.lax.fori_loop(0, steps, body, jnp.zeros((rows,)))
+
+    runs[name] = lambda f=jax.jit(loop): f(logits_VB, jax.random.key(1))
+  what = "greedy" if greedy else "sampled"
+  for name, secs in tools.interleaved_median_s(runs, reps).items():
+    print(f"  {what}, B={rows}, from {name}: {1e3 * secs / steps:.2f} ms")
 
 
 def main() -> None:

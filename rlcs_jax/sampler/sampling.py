@@ -28,6 +28,7 @@ import numpy as np
 from rlcs_jax import compiler
 from rlcs_jax.model import kv_cache
 from rlcs_jax.model.config import ModelConfig, dtype_of
+from rlcs_jax.model.matmul import WEIGHTS_LEFT_MAX_ROWS
 from rlcs_jax.model.transformer import Transformer, to_sampling_layout
 
 Array = jax.Array
@@ -82,7 +83,9 @@ class SampleOutput(NamedTuple):
 class DecodeState:
   step: Array  # int32 scalar
   cache: Any
-  logits_BV: Array  # next-token logits (float32)
+  # Next-token logits (float32), [B, V]; [V, B] while `decode`'s loop runs
+  # vocabulary-major.
+  logits: Array
   tokens_BT: Array
   logprobs_BT: Array
   done_B: Array
@@ -135,80 +138,97 @@ def _filter_logits(logits_BV: Array, cfg: SamplingConfig) -> Array:
   return logits
 
 
-def _first_argmax(x_BV: Array) -> Array:
-  """jnp.argmax over the last axis (first maximal index), as two plain
-  reductions, max then min, which XLA:CPU vectorises; its variadic argmax
-  reduction was several times slower, paid per token over the vocabulary."""
-  top = jnp.max(x_BV, axis=-1, keepdims=True)
-  ids = jax.lax.broadcasted_iota(jnp.int32, x_BV.shape, 1)
-  first = jnp.min(jnp.where(x_BV == top, ids, x_BV.shape[-1]), axis=-1)
-  return jnp.minimum(first, x_BV.shape[-1] - 1)  # All-NaN rows: last id.
+def _first_argmax(x: Array, axis: int = -1) -> Array:
+  """jnp.argmax over `axis` (first maximal index), as two plain reductions,
+  max then min, which XLA:CPU vectorises; its variadic argmax reduction was
+  several times slower, paid per token over the vocabulary."""
+  top = jnp.max(x, axis=axis, keepdims=True)
+  ids = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis % x.ndim)
+  first = jnp.min(jnp.where(x == top, ids, x.shape[axis]), axis=axis)
+  return jnp.minimum(first, x.shape[axis] - 1)  # All-NaN rows: last id.
 
 
 def _choose(
-    logits_BV: Array, rng: Array, cfg: SamplingConfig
+    logits: Array, rng: Array, cfg: SamplingConfig, vocab_axis: int = 1
 ) -> tuple[Array, Array]:
   """Picks the next token; returns (token_B, logprob_B).
 
-  Reductions over V only, no [B, V] log-softmax array: every decoded token
-  pays this over the whole vocabulary (49k for SmolLM2). Sampling draws one
+  `logits` are [B, V], or [V, B] with `vocab_axis=0` (see `decode`).
+  Reductions over V only, no log-softmax array: every decoded token pays
+  this over the whole vocabulary (49k for SmolLM2). Sampling draws one
   uniform number per row (`_inverse_cdf_draw`), not one per vocabulary
   entry as `jax.random.categorical`'s Gumbel-max does: on CPU those 49k
   random numbers per row cost more than the rest of the choice.
   """
-  z = logits_BV.astype(jnp.float32)
+  filtered = not cfg.greedy and (cfg.top_k > 0 or cfg.top_p < 1.0)
+  if filtered and vocab_axis == 0:
+    # The filters sort and select along the rows' last axis.
+    logits, vocab_axis = logits.T, 1
+  ax = vocab_axis
+  z = logits.astype(jnp.float32)
   if not cfg.greedy:
     z = z / cfg.temperature
-  top = jnp.max(z, axis=-1, keepdims=True)
+  top = jnp.max(z, axis=ax, keepdims=True)
   if cfg.greedy:
-    token = _first_argmax(z)
-    total = jnp.sum(jnp.exp(z - top), axis=-1)
-  elif cfg.top_k > 0 or cfg.top_p < 1.0:
+    token = _first_argmax(z, ax)
+    total = jnp.sum(jnp.exp(z - top), axis=ax)
+  elif filtered:
     # The filtered logits keep the top one, so `top` is their maximum too.
-    weights = jnp.exp(_filter_logits(logits_BV, cfg) - top)
+    weights = jnp.exp(_filter_logits(logits, cfg) - top)
     token, _ = _inverse_cdf_draw(weights, rng)
-    total = jnp.sum(jnp.exp(z - top), axis=-1)
+    total = jnp.sum(jnp.exp(z - top), axis=ax)
   else:
-    token, total = _inverse_cdf_draw(jnp.exp(z - top), rng)
-  chosen = jnp.take_along_axis(z - top, token[:, None], axis=-1)[:, 0]
-  return token, chosen - jnp.log(total)
+    token, total = _inverse_cdf_draw(jnp.exp(z - top), rng, ax)
+  chosen = jnp.take_along_axis(z - top, jnp.expand_dims(token, ax), axis=ax)
+  return token, chosen.squeeze(ax) - jnp.log(total)
 
 
 _DRAW_BLOCK = 256
 
 
-def _inverse_cdf_draw(weights_BV: Array, rng: Array) -> tuple[Array, Array]:
+def _inverse_cdf_draw(
+    weights: Array, rng: Array, vocab_axis: int = 1
+) -> tuple[Array, Array]:
   """Index i drawn with probability weights[i] / sum(weights), per row.
 
-  Weights are >= 0 with a positive sum. One uniform u per row, scaled by
-  the row's total, is located in the cumulative sums in two steps: among
-  blocks of `_DRAW_BLOCK` entries (cumulative block masses), then inside
-  the chosen block. Returns (index_B, total_B). An index always has a
-  positive weight, also when float rounding puts u at or past the end.
+  `weights` are [B, V], or [V, B] with `vocab_axis=0`; >= 0 with a
+  positive sum per row. One uniform u per row, scaled by the row's total,
+  is located in the cumulative sums in two steps: among blocks of
+  `_DRAW_BLOCK` entries (cumulative block masses), then inside the chosen
+  block. Returns (index_B, total_B). An index always has a positive
+  weight, also when float rounding puts u at or past the end.
   """
-  b, v = weights_BV.shape
+  ax = vocab_axis
+  v, b = weights.shape[ax], weights.shape[1 - ax]
   blk = min(_DRAW_BLOCK, v)
   nb = -(-v // blk)
-  w_BNK = jnp.pad(weights_BV, ((0, 0), (0, nb * blk - v))).reshape(b, nb, blk)
-  mass_BN = jnp.sum(w_BNK, axis=-1)
-  cum_BN = jnp.cumsum(mass_BN, axis=-1)
-  total_B = cum_BN[:, -1]
+  pad = [(0, 0), (0, 0)]
+  pad[ax] = (0, nb * blk - v)
+  # Blocks on axis `ax`, entries within a block on axis `ax + 1`: [B, N, K]
+  # or [N, K, B].
+  w3 = jnp.pad(weights, pad).reshape((b, nb, blk) if ax else (nb, blk, b))
+  mass = jnp.sum(w3, axis=ax + 1)  # [B, N] or [N, B]
+  cum = jnp.cumsum(mass, axis=ax)
+  total_B = jax.lax.index_in_dim(cum, nb - 1, axis=ax, keepdims=False)
   u_B = jax.random.uniform(rng, (b,), jnp.float32) * total_B
-  block_B = _first_above(cum_BN, u_B, mass_BN)
+  block_B = _first_above(cum, u_B, mass, ax)
   # The mass before the chosen block: the exclusive cumulative sum.
-  before_BN = jnp.pad(cum_BN[:, :-1], ((0, 0), (1, 0)))
-  before_B = jnp.take_along_axis(before_BN, block_B[:, None], axis=1)[:, 0]
-  w_BK = jnp.take_along_axis(w_BNK, block_B[:, None, None], axis=1)[:, 0]
-  inner_B = _first_above(jnp.cumsum(w_BK, axis=-1), u_B - before_B, w_BK)
+  pad[ax] = (1, 0)
+  before = jnp.pad(jax.lax.slice_in_dim(cum, 0, nb - 1, axis=ax), pad)
+  at = lambda x, i: jnp.take_along_axis(x, jnp.expand_dims(i, ax), axis=ax)
+  before_B = at(before, block_B).squeeze(ax)
+  w_blk = at(w3, jnp.expand_dims(block_B, ax)).squeeze(ax)  # [B,K] / [K,B]
+  cum_blk = jnp.cumsum(w_blk, axis=ax)
+  inner_B = _first_above(cum_blk, u_B - before_B, w_blk, ax)
   return block_B * blk + inner_B, total_B
 
 
-def _first_above(cum_BX: Array, u_B: Array, w_BX: Array) -> Array:
-  """First x with cum[x] > u (so w[x] > 0); past the end, the last x with
-  w[x] > 0."""
-  count = jnp.sum(cum_BX <= u_B[:, None], axis=-1)
-  ids = jax.lax.broadcasted_iota(jnp.int32, w_BX.shape, 1)
-  last = jnp.max(jnp.where(w_BX > 0, ids, 0), axis=-1)
+def _first_above(cum: Array, u_B: Array, w: Array, axis: int = 1) -> Array:
+  """First x along `axis` with cum[x] > u (so w[x] > 0); past the end, the
+  last x with w[x] > 0."""
+  count = jnp.sum(cum <= jnp.expand_dims(u_B, axis), axis=axis)
+  ids = jax.lax.broadcasted_iota(jnp.int32, w.shape, axis)
+  last = jnp.max(jnp.where(w > 0, ids, 0), axis=axis)
   return jnp.minimum(count, last).astype(jnp.int32)
 
 
@@ -270,10 +290,20 @@ def decode(
   if transposed:
     params = to_sampling_layout(params)
   model = Transformer(model_cfg, transposed_weights=transposed)
+  # The weights-left head computes a step's logits as [V, B]; the loop
+  # keeps them so, and the token choice reduces over their leading axis.
+  # Transposed to [B, V] first, the logits were copied for every token and
+  # the choice ran slower (`cpu_profile --sections sampling` times both).
+  # One row is the same either way.
+  b = state.tokens_BT.shape[0]
+  vocab_major = transposed and 1 < b <= WEIGHTS_LEFT_MAX_ROWS
+  vocab_axis = 0 if vocab_major else 1
+  to_loop = (lambda x: x.T) if vocab_major else (lambda x: x)
+  state = state.replace(logits=to_loop(state.logits))
 
   def body(s: DecodeState):
     rng, key = jax.random.split(s.rng)
-    token, logp = _choose(s.logits_BV, key, cfg)
+    token, logp = _choose(s.logits, key, cfg, vocab_axis)
     token = jnp.where(s.done_B, cfg.pad_id, token)
     logp = jnp.where(s.done_B, 0.0, logp)
     tokens = jax.lax.dynamic_update_slice(
@@ -293,7 +323,7 @@ def decode(
     return DecodeState(
         step=s.step + 1,
         cache=cache,
-        logits_BV=logits[:, 0],
+        logits=to_loop(logits[:, 0]),
         tokens_BT=tokens,
         logprobs_BT=logprobs,
         done_B=done,
@@ -317,7 +347,7 @@ def decode(
       )
 
     state = jax.lax.while_loop(cond, body, state)
-  return state
+  return state.replace(logits=to_loop(state.logits))
 
 
 def initial_state(logits_BV, cache, rng, cfg: SamplingConfig) -> DecodeState:
@@ -326,7 +356,7 @@ def initial_state(logits_BV, cache, rng, cfg: SamplingConfig) -> DecodeState:
   return DecodeState(
       step=jnp.zeros((), jnp.int32),
       cache=cache,
-      logits_BV=logits_BV,
+      logits=logits_BV,
       tokens_BT=jnp.full((b, t), cfg.pad_id, jnp.int32),
       logprobs_BT=jnp.zeros((b, t), jnp.float32),
       done_B=jnp.zeros((b,), bool),

@@ -116,7 +116,8 @@ def test_top_p_keeps_smallest_nucleus():
   assert kept[0].tolist() == [True, True, True, False]
 
 
-def test_inverse_cdf_draw_follows_the_weights():
+@pytest.mark.parametrize("vocab_axis", [1, 0])
+def test_inverse_cdf_draw_follows_the_weights(vocab_axis):
   # 600 entries: blocks of 256, the last one partial; zero weights inside
   # and at the ends of blocks, mass on both sides of a block boundary.
   probs = np.zeros(600)
@@ -124,13 +125,50 @@ def test_inverse_cdf_draw_follows_the_weights():
   probs[support] = [0.05, 0.2, 0.1, 0.15, 0.02, 0.08, 0.3, 0.1]
   n = 20000
   weights = jnp.broadcast_to(jnp.asarray(3.0 * probs, jnp.float32), (n, 600))
-  index, total = sampling._inverse_cdf_draw(weights, jax.random.key(0))
+  if vocab_axis == 0:
+    weights = weights.T
+  index, total = sampling._inverse_cdf_draw(
+      weights, jax.random.key(0), vocab_axis
+  )
   np.testing.assert_allclose(total, 3.0, rtol=1e-5)
   counts = np.bincount(np.asarray(index), minlength=600)
   assert counts[probs == 0].sum() == 0
   # Each frequency within 4.5 binomial standard deviations.
   sd = np.sqrt(n * probs * (1 - probs))
   assert (np.abs(counts - n * probs) <= 4.5 * sd).all(), counts[support]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        sampling.SamplingConfig(max_new_tokens=1, greedy=True),
+        sampling.SamplingConfig(max_new_tokens=1, temperature=0.7),
+        sampling.SamplingConfig(
+            max_new_tokens=1, temperature=0.7, top_k=5, top_p=0.9
+        ),
+    ],
+    ids=["greedy", "sampled", "filtered"],
+)
+def test_choose_vocab_major_equals_row_major(cfg):
+  """`decode` hands the choice [V, B] logits on CPU: same tokens and
+  log-probs as from [B, V] (the same uniform number per row), over a
+  vocabulary of several draw blocks, a partial one included."""
+  logits = 2.0 * jax.random.normal(jax.random.key(1), (6, 700))
+  logits = logits.at[0, jnp.array([5, 9])].set(jnp.max(logits) + 1.0)  # Tie.
+  rows = [
+      jax.jit(sampling._choose, static_argnums=(2, 3))(
+          x, jax.random.key(2), cfg, axis
+      )
+      for x, axis in ((logits, 1), (logits.T, 0))
+  ]
+  (tok_row, logp_row), (tok_vocab, logp_vocab) = rows
+  np.testing.assert_array_equal(tok_vocab, tok_row)
+  np.testing.assert_allclose(logp_vocab, logp_row, atol=1e-5)
+  want = jax.nn.log_softmax(logits / (1.0 if cfg.greedy else 0.7))
+  np.testing.assert_allclose(logp_row, want[jnp.arange(6), tok_row], atol=1e-5)
+  if cfg.greedy:
+    np.testing.assert_array_equal(tok_row, jnp.argmax(logits, axis=-1))
+    assert int(tok_row[0]) == 5  # The first of two maximal entries.
 
 
 def test_first_above_never_picks_a_zero_weight():
@@ -260,6 +298,59 @@ def test_long_decode_grows_the_cache_in_place_and_matches_forward(params):
     want = jnp.take_along_axis(logp, seq[0, len(prompt) :, None], -1)[:, 0]
     # float32 sums in another order over up to 158 keys: ~1e-4 apart.
     np.testing.assert_allclose(out.logprobs_BT[row], want, atol=5e-4)
+
+
+def _loop_computations(hlo: str) -> str:
+  """The text of every computation a while loop of `hlo` runs (bodies,
+  conditions and what they call)."""
+  comps = dict(
+      re.findall(r"(?m)^%?([\w.\-]+) \([^\n]*\{\n(.*?)\n\}", hlo, re.S)
+  )
+  refs = lambda text: re.findall(
+      r"(?:calls|to_apply|body|condition)=%([\w.\-]+)", text
+  )
+  todo = re.findall(r"(?:body|condition)=%([\w.\-]+)", hlo)
+  seen = set()
+  while todo:
+    name = todo.pop()
+    if name not in seen:
+      seen.add(name)
+      todo += refs(comps[name])
+  return "\n".join(comps[n] for n in seen)
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_decode_loop_keeps_logits_vocab_major(greedy):
+  """On CPU a decode step's head puts the weights on the left, so its
+  logits come out [V, B]: the loop carries them so and chooses tokens
+  from them, with no [B, V] array (a transposing copy per token) inside.
+  (A vocabulary of several draw blocks: the draw's cumulative sums inside
+  one block may run transposed.)"""
+  cfg_v = dataclasses.replace(CFG, vocab_size=600)
+  variables = Transformer(cfg_v).init(
+      jax.random.key(0), jnp.zeros((1, 4), jnp.int32)
+  )
+  p = nn.meta.unbox(variables)["params"]
+  cfg = sampling.SamplingConfig(
+      max_new_tokens=6, greedy=greedy, prompt_buckets=(8,)
+  )
+  tokens, valid = sampling.pad_prompts(PROMPTS[:3], 8, 0, "left")
+  state = sampling.initial_state(
+      *sampling.prefill(p, tokens, valid, model_cfg=cfg_v),
+      jax.random.key(0),
+      cfg,
+  )
+  hlo = sampling.decode.lower(p, state, model_cfg=cfg_v, cfg=cfg).compile()
+  loops = _loop_computations(hlo.as_text())
+  assert "f32[600,3]" in loops
+  assert "f32[3,600]" not in loops
+  out = hlo(p, state)
+  assert out.logits.shape == (3, 600)  # [B, V] again after the loop.
+  if greedy:  # The last logits are the model's after the last token.
+    for row, prompt in enumerate(PROMPTS[:3]):
+      seq = jnp.array([list(prompt) + out.tokens_BT[row].tolist()])
+      logits = Transformer(cfg_v).apply({"params": p}, seq)[0][0, -1]
+      np.testing.assert_allclose(out.logits[row], logits, atol=1e-4)
 
 
 @pytest.mark.parametrize("padding", ["left", "right"])
