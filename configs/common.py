@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
           qk_norm=_ph(bool),
           param_dtype="float32",
           dtype="float32",  # bfloat16 = bf16 matmul inputs, f32 accumulation.
-          cache_dtype="float32",
+          cache_dtype="",  # "": the compute dtype (`dtype`).
           remat=False,
       )
   )

@@ -198,7 +198,7 @@ def activation_bytes(
 
 def kv_cache_bytes(cfg: ModelConfig, tensor: int, rows: int, seq: int) -> int:
   """Per-device KV cache of a rollout batch (kv heads split over tensor)."""
-  b = np.dtype(dtype_of(cfg.cache_dtype)).itemsize
+  b = np.dtype(cfg.kv_dtype).itemsize
   kv = max(cfg.num_kv_heads // tensor, 1)
   return 2 * cfg.num_layers * rows * seq * kv * cfg.head_dim * b
 

@@ -47,7 +47,10 @@ class ModelConfig:
   qk_norm: bool = False  # Qwen3 RMS-normalises q and k per head.
   param_dtype: str = "float32"
   dtype: str = "float32"  # Compute dtype of matmul inputs.
-  cache_dtype: str = "float32"
+  # KV cache dtype; "" (the default) is the compute dtype, `dtype`: with
+  # bf16 compute the cache then holds what the training forward's attention
+  # consumes (keys and values rounded to bf16), see `kv_dtype`.
+  cache_dtype: str = ""
   remat: bool = False  # Rematerialise each block in the backward pass.
 
   def __post_init__(self):
@@ -73,7 +76,16 @@ class ModelConfig:
     if self.head_dim % 2:
       raise ValueError(f"model.head_dim={self.head_dim} must be even (RoPE)")
     for name in ("param_dtype", "dtype", "cache_dtype"):
-      dtype_of(getattr(self, name))
+      if name != "cache_dtype" or self.cache_dtype:
+        dtype_of(getattr(self, name))
+
+  @property
+  def kv_dtype(self) -> Any:
+    """The KV cache's jnp dtype: `cache_dtype`, by default the compute
+    dtype. Decoding's attention products take their inputs in it, so with
+    bf16 compute and this default they are the training forward's (bf16
+    inputs, float32 accumulation), and the cache takes half the memory."""
+    return dtype_of(self.cache_dtype or self.dtype)
 
   @classmethod
   def from_config(cls, section: Any, **overrides: Any) -> "ModelConfig":

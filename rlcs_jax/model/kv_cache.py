@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rlcs_jax.model.config import ModelConfig, dtype_of
+from rlcs_jax.model.config import ModelConfig
 
 Array = jax.Array
 Cache = dict[str, Any]
@@ -28,7 +28,7 @@ CACHE_SLOT_AXIS = {n: a.index("s") for n, a in CACHE_LAYOUT.items()}
 
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> Cache:
   """Returns an empty cache with room for `length` tokens per row."""
-  cdt = dtype_of(cfg.cache_dtype)
+  cdt = cfg.kv_dtype
   sizes = dict(b=batch, k=cfg.num_kv_heads, s=length, h=cfg.head_dim)
   shape = {n: tuple(sizes[a] for a in CACHE_LAYOUT[n]) for n in ("k", "v")}
   return {

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rlcs_jax import memory_plan
 from rlcs_jax.model.config import PRESETS, ModelConfig
 from rlcs_jax.model import attention
 from rlcs_jax.model import matmul as matmul_lib
@@ -317,6 +318,48 @@ def test_config_validation():
     ModelConfig(**{**PRESETS["test"], "dtype": "float8"})
   cfg = ModelConfig(**PRESETS["smollm2_135m"])
   assert 134e6 < cfg.num_params() < 136e6
+
+
+def test_cache_dtype_defaults_to_the_compute_dtype():
+  """`cache_dtype=""` (the default) is the compute dtype; an explicit one
+  wins; a bad one fails naming the dtypes. With bf16 compute the default
+  cache's decode is the full bf16 forward's attention (keys and values
+  rounded to bf16 as the forward rounds them), closer to that forward
+  than decoding over a float32 cache."""
+  base = ModelConfig(**PRESETS["test"])
+  bf16 = ModelConfig(**{**PRESETS["test"], "dtype": "bfloat16"})
+  assert base.cache_dtype == bf16.cache_dtype == ""
+  assert base.kv_dtype == jnp.float32 and bf16.kv_dtype == jnp.bfloat16
+  f32_cache = ModelConfig(
+      **{**PRESETS["test"], "dtype": "bfloat16", "cache_dtype": "float32"}
+  )
+  assert f32_cache.kv_dtype == jnp.float32
+  assert init_cache(bf16, 1, 4)["layers"][0]["k"].dtype == jnp.bfloat16
+  assert memory_plan.kv_cache_bytes(bf16, 1, 2, 8) * 2 == (
+      memory_plan.kv_cache_bytes(f32_cache, 1, 2, 8)
+  )
+  with pytest.raises(ValueError, match="unknown dtype 'int8'"):
+    ModelConfig(**{**PRESETS["test"], "cache_dtype": "int8"})
+
+  _, _, params = _model()
+  tokens = jax.random.randint(jax.random.key(7), (2, 12), 0, bf16.vocab_size)
+  full, _ = Transformer(bf16).apply({"params": params}, tokens)
+  errors = {}
+  for cfg in (bf16, f32_cache):
+    step = jax.jit(Transformer(cfg).apply)
+    logits, cache = step(
+        {"params": params}, tokens[:, :4], cache=init_cache(cfg, 2, 16)
+    )
+    steps = [logits]
+    for t in range(4, 12):
+      logits, cache = step(
+          {"params": params}, tokens[:, t : t + 1], cache=cache
+      )
+      steps.append(logits)
+    errors[cfg.kv_dtype] = float(
+        jnp.max(jnp.abs(jnp.concatenate(steps, 1) - full))
+    )
+  assert errors[jnp.bfloat16] < errors[jnp.float32], errors
 
 
 def test_bf16_cache_decode():
