@@ -324,8 +324,8 @@ def test_cache_dtype_defaults_to_the_compute_dtype():
   """`cache_dtype=""` (the default) is the compute dtype; an explicit one
   wins; a bad one fails naming the dtypes. With bf16 compute the default
   cache's decode is the full bf16 forward's attention (keys and values
-  rounded to bf16 as the forward rounds them), closer to that forward
-  than decoding over a float32 cache."""
+  rounded to bf16 as the forward rounds them), over five times closer to
+  that forward than decoding over a float32 cache."""
   base = ModelConfig(**PRESETS["test"])
   bf16 = ModelConfig(**{**PRESETS["test"], "dtype": "bfloat16"})
   assert base.cache_dtype == bf16.cache_dtype == ""
@@ -359,7 +359,8 @@ def test_cache_dtype_defaults_to_the_compute_dtype():
     errors[cfg.kv_dtype] = float(
         jnp.max(jnp.abs(jnp.concatenate(steps, 1) - full))
     )
-  assert errors[jnp.bfloat16] < errors[jnp.float32], errors
+  # 0.0014 against 0.020 when written.
+  assert 5 * errors[jnp.bfloat16] < errors[jnp.float32], errors
 
 
 def test_bf16_cache_decode():
