@@ -322,19 +322,9 @@ def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
     )
 
   ours = lambda z, key: sampling._choose(z, key, cfg)  # pylint: disable=protected-access
-  runs = {}
-  for name, choose in (("Gumbel-max", gumbel), ("inverse CDF", ours)):
-
-    def loop(z, key, choose=choose):
-      def body(i, acc):
-        token, logp = choose(z + acc[:, None], jax.random.fold_in(key, i))
-        return acc + 1e-3 * logp + 1e-6 * token
-
-      return jax.lax.fori_loop(0, steps, body, jnp.zeros((batch,)))
-
-    runs[name] = lambda f=jax.jit(loop): f(logits, jax.random.key(1))
-  for name, secs in tools.interleaved_median_s(runs, reps).items():
-    print(f"  {name:12s} {1e3 * secs / steps:.2f} ms per token")
+  choosers = {"Gumbel-max": gumbel, "inverse CDF": ours}
+  for name, ms in _choice_ms(choosers, logits, 0, steps, reps).items():
+    print(f"  {name:12s} {ms:.2f} ms per token")
   for rows, greedy in ((32, True), (8, True), (batch, False)):
     _choice_layouts(vocab, rows, greedy, steps, reps)
 
@@ -345,25 +335,41 @@ def _choice_layouts(vocab: int, rows: int, greedy: bool, steps: int, reps):
   reduced over V where they lie (`vocab_axis=0`)."""
   cfg = sampling.SamplingConfig(max_new_tokens=1, greedy=greedy)
   logits_VB = 4 * jax.random.normal(jax.random.key(0), (vocab, rows))
-  runs = {}
-  for name, axis in (("[B, V]", 1), ("[V, B]", 0)):
+  # A select the compiler cannot fold, as after the head's dot.
+  unfolded = lambda z: jnp.where(z > jnp.inf, 0.0, z)
+  choose = sampling._choose  # pylint: disable=protected-access
+  choosers = {
+      "[B, V]": lambda z, key: choose(unfolded(z).T, key, cfg, 1),
+      "[V, B]": lambda z, key: choose(unfolded(z), key, cfg, 0),
+  }
+  what = "greedy" if greedy else "sampled"
+  for name, ms in _choice_ms(choosers, logits_VB, 1, steps, reps).items():
+    print(f"  {what}, B={rows}, from {name}: {ms:.2f} ms")
 
-    def loop(z_VB, key, axis=axis):
+
+def _choice_ms(choosers: dict, logits, batch_axis: int, steps: int, reps):
+  """ms per token of each `choose(logits, key)`: `steps` choices chained in
+  a jitted loop (each step's logits depend on the last choice), timed
+  alternately; the rows of `logits` lie on `batch_axis`."""
+  runs = {}
+  for name, choose in choosers.items():
+
+    def loop(z, key, choose=choose):
       def body(i, acc):
-        z = z_VB + acc[None, :]
-        # A select the compiler cannot fold, as after the head's dot.
-        z = jnp.where(z > jnp.inf, 0.0, z)
-        token, logp = sampling._choose(  # pylint: disable=protected-access
-            z.T if axis else z, jax.random.fold_in(key, i), cfg, axis
+        token, logp = choose(
+            z + jnp.expand_dims(acc, 1 - batch_axis),
+            jax.random.fold_in(key, i),
         )
         return acc + 1e-3 * logp + 1e-6 * token
 
-      return jax.lax.fori_loop(0, steps, body, jnp.zeros((rows,)))
+      rows = jnp.zeros((z.shape[batch_axis],))
+      return jax.lax.fori_loop(0, steps, body, rows)
 
-    runs[name] = lambda f=jax.jit(loop): f(logits_VB, jax.random.key(1))
-  what = "greedy" if greedy else "sampled"
-  for name, secs in tools.interleaved_median_s(runs, reps).items():
-    print(f"  {what}, B={rows}, from {name}: {1e3 * secs / steps:.2f} ms")
+    runs[name] = lambda f=jax.jit(loop): f(logits, jax.random.key(1))
+  return {
+      name: 1e3 * secs / steps
+      for name, secs in tools.interleaved_median_s(runs, reps).items()
+  }
 
 
 def main() -> None:

@@ -75,9 +75,9 @@ class ModelConfig:
       )
     if self.head_dim % 2:
       raise ValueError(f"model.head_dim={self.head_dim} must be even (RoPE)")
-    for name in ("param_dtype", "dtype", "cache_dtype"):
-      if name != "cache_dtype" or self.cache_dtype:
-        dtype_of(getattr(self, name))
+    for name in ("param_dtype", "dtype"):
+      dtype_of(getattr(self, name))
+    _ = self.kv_dtype  # Validates cache_dtype ("" is `dtype`).
 
   @property
   def kv_dtype(self) -> Any:
