@@ -29,7 +29,11 @@ from rlcs_jax import compiler
 from rlcs_jax.model import kv_cache
 from rlcs_jax.model.config import ModelConfig, dtype_of
 from rlcs_jax.model.matmul import WEIGHTS_LEFT_MAX_ROWS
-from rlcs_jax.model.transformer import Transformer, to_sampling_layout
+from rlcs_jax.model.transformer import (
+    Transformer,
+    output_logits,
+    to_sampling_layout,
+)
 
 Array = jax.Array
 
@@ -251,15 +255,19 @@ def prefill(
   if r > 1:
     tokens_BP, valid_BP = tokens_BP[::r], valid_BP[::r]
   b, p = tokens_BP.shape
-  logits_BPV, cache = Transformer(model_cfg).apply(
+  hidden_BPD, cache = Transformer(model_cfg).apply(
       {"params": params},
       tokens_BP,
       valid_BL=valid_BP,
       cache=kv_cache.init_cache(model_cfg, b, 0),
+      return_hidden=True,
   )
-  # Logits at each row's last valid prompt token (left or right padding).
+  # The output head runs at each row's last valid prompt token only (left
+  # or right padding): the other positions' logits are never used, and for
+  # SmolLM2 at B = 32 x 64 they were 116 GFLOP and a 400 MB array.
   last = p - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
-  logits_BV = jnp.take_along_axis(logits_BPV, last[:, None, None], axis=1)
+  hidden_B1D = jnp.take_along_axis(hidden_BPD, last[:, None, None], axis=1)
+  logits_BV = output_logits(params, model_cfg, hidden_B1D)
   if r > 1:
     # Split over the batch axes again, as the rows arrived (a no-op without
     # logical axis rules).

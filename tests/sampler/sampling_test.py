@@ -354,6 +354,31 @@ def test_decode_loop_keeps_logits_vocab_major(greedy):
 
 
 @pytest.mark.parametrize("padding", ["left", "right"])
+def test_prefill_logits_at_last_prompt_token_only(padding):
+  """Prefill's logits are the full forward's at each row's last valid
+  prompt token, and the compiled prefill never holds [B, P, V] logits."""
+  # Shapes no weight has: a vocabulary of 96 and 4 x 10 prompt slots.
+  cfg = dataclasses.replace(CFG, vocab_size=96)
+  model = Transformer(cfg)
+  params = nn.meta.unbox(
+      model.init(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))
+  )["params"]
+  tokens, valid = sampling.pad_prompts(PROMPTS, 10, 0, padding)
+  logits, _ = sampling.prefill(params, tokens, valid, model_cfg=cfg)
+  for row, prompt in enumerate(PROMPTS):
+    want = model.apply({"params": params}, jnp.array([prompt]))[0][0, -1]
+    np.testing.assert_allclose(logits[row], want, atol=1e-4)
+  hlo = (
+      sampling.prefill.lower(params, tokens, valid, model_cfg=cfg)
+      .compile()
+      .as_text()
+  )
+  b, p = tokens.shape
+  assert f"f32[{b},96]" in hlo or f"f32[{b},1,96]" in hlo
+  assert f"f32[{b},{p},96]" not in hlo and f"f32[{b * p},96]" not in hlo
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
 def test_group_prefill_equals_per_row_prefill(params, padding):
   r = 3
   cfg = sampling.SamplingConfig(
