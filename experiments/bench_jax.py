@@ -183,7 +183,8 @@ def roofline(
   The matmul rate on `dtype`'s path (the faster of this measurement and
   `flops_per_s`, an earlier one), and the read rate over the weights as
   stored in `dtype` (decode and GRPO's rollout multiply by matrices in the
-  compute dtype, `sampling.compute_params`). Measured rates, not a profile
+  compute dtype, `sampling.compute_params`); the weights' and one cached
+  token's bytes in `dtype`. Measured rates, not a profile
   of our code: `bench_roofline` turns them into the least time any
   implementation could take.
   """
@@ -200,6 +201,13 @@ def roofline(
       # Output head (vocab x model); a prefill needs it at one position.
       "head_params": cfg.vocab_size * cfg.d_model,
       "weight_bytes": weight_bytes,
+      # One token's keys and values over all layers, cached in `dtype` (HF's
+      # float32 decode and our bf16 GRPO rows cache in the compute dtype).
+      "kv_bytes_per_slot": 2
+      * cfg.num_layers
+      * cfg.num_kv_heads
+      * cfg.head_dim
+      * jnp.dtype(dtype_of(dtype)).itemsize,
   }
 
 

@@ -25,6 +25,7 @@ def decode_roofline(
     new: int,
     flops_per_s: float,
     bytes_per_s: float,
+    kv_bytes_per_slot: float = 0.0,
 ) -> float:
   """Least seconds a greedy decode of `new` tokens after `prompt` can take.
 
@@ -32,18 +33,27 @@ def decode_roofline(
   every weight at least once; it takes at least the larger of the two
   times. The prefill runs the prompt through everything but the output head,
   which it needs at the last position only; its logits give the first new
-  token, so `new - 1` single-token steps follow. Attention, the KV cache
-  and everything else are ignored: a lower bound on time, hence an upper
-  bound on speed, as tight as the measured rates are true maxima.
+  token, so `new - 1` single-token steps follow. Each of those steps also
+  reads the keys and values its token attends to: every row's earlier
+  tokens, `kv_bytes_per_slot` each (all layers' keys and values of one
+  token, in the cache's dtype; 0 leaves the cache out, as runs before
+  2026-12-06 did). Attention's FLOPs and everything else are ignored: a
+  lower bound on time, hence an upper bound on speed, as tight as the
+  measured rates are true maxima.
   """
   read = weight_bytes / bytes_per_s
   prefill_flops = (
       2 * batch * ((matmul_params - head_params) * prompt + head_params)
   )
   step_flops = 2 * batch * matmul_params
-  return max(prefill_flops / flops_per_s, read) + (new - 1) * max(
-      step_flops / flops_per_s, read
+  steps = sum(
+      max(
+          step_flops / flops_per_s,
+          read + batch * (prompt + t) * kv_bytes_per_slot / bytes_per_s,
+      )
+      for t in range(new - 1)
   )
+  return max(prefill_flops / flops_per_s, read) + steps
 
 
 def add_decode_ceilings(entry: dict, st: bs.Settings) -> None:
@@ -68,6 +78,7 @@ def add_decode_ceilings(entry: dict, st: bs.Settings) -> None:
           new=st.decode_new,
           flops_per_s=roof["matmul_flops_per_s"],
           bytes_per_s=roof["read_bytes_per_s"],
+          kv_bytes_per_slot=roof.get("kv_bytes_per_slot", 0.0),
       )
     hf_s = int(b) * st.decode_new / hf[b]["tokens_per_s"] if b in hf else None
     entry["ceiling"][b] = hf_s / t_min if t_min and hf_s else None
@@ -85,6 +96,7 @@ def grpo_roofline(
     reference: bool,
     flops_per_s: float,
     bytes_per_s: float,
+    kv_bytes_per_slot: float = 0.0,
 ) -> dict[str, float]:
   """Least seconds one GRPO step can take, and each of its phases alone.
 
@@ -97,7 +109,10 @@ def grpo_roofline(
   per group) and at every completion token but the last.
 
   generate_s   a prefill of the prompts, then `new - 1` single-token steps
-               of every row, each pass reading every weight once;
+               of every row, each pass reading every weight once and the
+               keys and values its tokens attend to (`kv_bytes_per_slot`
+               per token, as in `decode_roofline`; a group's rows read
+               their shared prompt's once);
   reference_s  (when `reference`) a forward pass of the reference weights
                over the prompts and the completions' fed tokens;
   update_s     the backward pass only (twice the reference pass's FLOPs):
@@ -107,10 +122,10 @@ def grpo_roofline(
   step_s       the step: the reference pass may overlap generation, but the
                update needs every reward, hence every completion, so at
                least max((generation + reference FLOPs) / flops_per_s,
-               their weight reads / bytes_per_s) + update_s.
+               their weight and cache reads / bytes_per_s) + update_s.
 
   Each phase alone takes at least the larger of its FLOP time and one read
-  of its weights per pass. Attention, sampling, the reward, the optimizer
+  of its weights per pass. Attention's FLOPs, sampling, the reward, the optimizer
   and everything else are ignored: a lower bound on time, as tight as the
   measured rates are true maxima (see `decode_roofline`).
   """
@@ -118,8 +133,14 @@ def grpo_roofline(
   prompts, rows = len(prompt_tokens), len(prompt_tokens) * group
   read = weight_bytes / bytes_per_s
 
-  def pass_s(flops):
-    return max(flops / flops_per_s, read)
+  def pass_s(flops, cached_slots=0):
+    return max(
+        flops / flops_per_s,
+        read + cached_slots * kv_bytes_per_slot / bytes_per_s,
+    )
+
+  # Cached tokens the t-th single-token step's rows attend to.
+  cached = [sum(prompt_tokens) + rows * t for t in range(new - 1)]
 
   prefill = 2 * (body * sum(prompt_tokens) + head_params * prompts)
   decode_step = 2 * rows * matmul_params
@@ -129,13 +150,15 @@ def grpo_roofline(
   )
   ref_flops = scored if reference else 0
   out = {
-      "generate_s": pass_s(prefill) + (new - 1) * pass_s(decode_step),
+      "generate_s": pass_s(prefill)
+      + sum(pass_s(decode_step, c) for c in cached),
       "reference_s": pass_s(scored) if reference else 0.0,
       "update_s": pass_s(2 * scored),
   }
   overlapped = max(
       (prefill + (new - 1) * decode_step + ref_flops) / flops_per_s,
-      (new + int(reference)) * read,
+      (new + int(reference)) * read
+      + sum(cached) * kv_bytes_per_slot / bytes_per_s,
   )
   out["step_s"] = overlapped + out["update_s"]
   return out
@@ -165,6 +188,7 @@ def add_grpo_ceiling(entry: dict) -> None:
       },
       flops_per_s=roof["matmul_flops_per_s"],
       bytes_per_s=roof["read_bytes_per_s"],
+      kv_bytes_per_slot=roof.get("kv_bytes_per_slot", 0.0),
   )
   entry["roofline"] = t_min
   entry["ours_vs_roofline"] = t_min["step_s"] / ours["step_s"]

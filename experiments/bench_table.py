@@ -36,6 +36,13 @@ def _scaling_row(kind: str, model: str, d: dict) -> str:
   return f"  {kind:6s} {model:8s} {what}  RSS {d['peak_rss_mb']:.0f} MB"
 
 
+def _kv(roof: dict) -> str:
+  """The KV cache's bytes per token the roofline counts (runs before
+  2026-12-06 left the cache out)."""
+  kv = roof.get("kv_bytes_per_slot")
+  return f" + KV cache {kv / 1e3:.3g} KB per token" if kv else ""
+
+
 def _roofline_row(model: str, roof: dict, e: dict) -> str:
   """The decode roofline's two measured rates, and our share of its speed."""
   shares = "/".join(
@@ -45,7 +52,8 @@ def _roofline_row(model: str, roof: dict, e: dict) -> str:
       f"  {model:8s} roofline rates: f32 matmul "
       f"{roof['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, read "
       f"{roof['read_bytes_per_s'] / 1e9:.1f} GB/s over "
-      f"{roof['weight_bytes'] / 1e6:.3g} MB; ours at {shares} of roofline speed "
+      f"{roof['weight_bytes'] / 1e6:.3g} MB{_kv(roof)}; ours at {shares} of"
+      " roofline speed "
       f"(B={'/'.join(e.get('ours_vs_roofline', {}))})"
   )
 
@@ -60,7 +68,7 @@ def _grpo_roofline_row(model: str, e: dict) -> str:
       f"{t['generate_s']:.2f}  ref {t['reference_s']:.2f}  update "
       f"{t['update_s']:.2f}; matmul {roof['matmul_flops_per_s'] / 1e9:.0f}"
       f" GFLOP/s, read {roof['read_bytes_per_s'] / 1e9:.1f} GB/s over "
-      f"{roof['weight_bytes'] / 1e6:.3g} MB); ours at "
+      f"{roof['weight_bytes'] / 1e6:.3g} MB{_kv(roof)}); ours at "
       f"{_fmt(e.get('ours_vs_roofline'), '.2f')} of roofline speed"
   )
 

@@ -18,6 +18,7 @@ from experiments import bench_roofline
 from experiments import bench_setup
 from experiments import bench_table
 from experiments import bench_targets
+from rlcs_jax.model.config import PRESETS
 
 
 def _positive(x):
@@ -54,6 +55,11 @@ def test_quick_run_reports_every_section():
   ):
     assert _positive(roof[key]), (key, roof)
   assert roof["weight_bytes"] == 4 * roof["matmul_params"]
+  test_cfg = PRESETS["test"]
+  kv_per_token = 2 * (
+      test_cfg["num_layers"] * test_cfg["num_kv_heads"] * test_cfg["head_dim"]
+  )
+  assert roof["kv_bytes_per_slot"] == 4 * kv_per_token
   assert roof["read_bytes_per_s"] == max(
       roof["read_bytes_per_s_by_pattern"].values()
   )
@@ -103,6 +109,7 @@ def test_quick_run_reports_every_section():
     roof = grpo["roofline"]
     itemsize = 2 if name.endswith("bf16") else 4
     assert roof["weight_bytes"] == itemsize * roof["matmul_params"]
+    assert roof["kv_bytes_per_slot"] == itemsize * kv_per_token
     assert len(roof["prompt_tokens"]) == st.grpo_prompts
     assert all(_positive(n) for n in roof["prompt_tokens"])
     entry = result["grpo"][name]
@@ -155,6 +162,11 @@ def test_decode_roofline_on_hand_made_numbers():
   assert bench_roofline.decode_roofline(
       **shape, bytes_per_s=1e4
   ) == pytest.approx(5 * 0.4)
+  # With the KV cache, 10 bytes a token: the t-th step (t = 0..3) also
+  # reads both rows' 10 + t earlier tokens, (200 + 20 t) / 1e4 s.
+  assert bench_roofline.decode_roofline(
+      **shape, bytes_per_s=1e4, kv_bytes_per_slot=10
+  ) == pytest.approx(5 * 0.4 + 4 * 0.02 + 0.002 * (0 + 1 + 2 + 3))
 
   st = bench_setup.settings(True, ["test"])
   b = str(st.decode_batches[0])
@@ -229,6 +241,15 @@ def test_grpo_roofline_on_hand_made_numbers():
   t = bench_roofline.grpo_roofline(**shape, bytes_per_s=1e4)
   assert t["generate_s"] == pytest.approx(4 * 0.4)
   assert t["step_s"] == pytest.approx(6 * 0.4)
+  # With the KV cache, 10 bytes a token: the t-th step (t = 0..2) reads
+  # the 8 prompt tokens (each group's once) and 4 rows x t completion
+  # tokens, (80 + 40 t) / 1e4 s, in generation and in the step.
+  t = bench_roofline.grpo_roofline(
+      **shape, bytes_per_s=1e4, kv_bytes_per_slot=10
+  )
+  assert t["generate_s"] == pytest.approx(4 * 0.4 + 0.008 + 0.012 + 0.016)
+  assert t["reference_s"] == pytest.approx(0.4)
+  assert t["step_s"] == pytest.approx(6 * 0.4 + 0.036)
   # Generation read-bound (0.02 s a pass), the reference pass not: its
   # FLOPs fit in generation's reads, so the step is less than the phases'
   # sum (0.08 + 0.0388 + 0.0776).
