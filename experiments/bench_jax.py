@@ -201,8 +201,9 @@ def roofline(
       # Output head (vocab x model); a prefill needs it at one position.
       "head_params": cfg.vocab_size * cfg.d_model,
       "weight_bytes": weight_bytes,
-      # One token's keys and values over all layers, cached in `dtype` (HF's
-      # float32 decode and our bf16 GRPO rows cache in the compute dtype).
+      # One token's keys and values over all layers, cached in `dtype`: the
+      # compute dtype, as HF's float32 decode, our GRPO rollouts and (from
+      # reading trl 1.16.0 and accelerate) TRL's `bf16=True` ones cache.
       "kv_bytes_per_slot": 2
       * cfg.num_layers
       * cfg.num_kv_heads

@@ -37,7 +37,7 @@ def decode_roofline(
   reads the keys and values its token attends to: every row's earlier
   tokens, `kv_bytes_per_slot` each (all layers' keys and values of one
   token, in the cache's dtype; 0 leaves the cache out, as runs before
-  2026-12-06 did). Attention's FLOPs and everything else are ignored: a
+  b51ac70 did). Attention's FLOPs and everything else are ignored: a
   lower bound on time, hence an upper bound on speed, as tight as the
   measured rates are true maxima.
   """
@@ -125,9 +125,9 @@ def grpo_roofline(
                their weight and cache reads / bytes_per_s) + update_s.
 
   Each phase alone takes at least the larger of its FLOP time and one read
-  of its weights per pass. Attention's FLOPs, sampling, the reward, the optimizer
-  and everything else are ignored: a lower bound on time, as tight as the
-  measured rates are true maxima (see `decode_roofline`).
+  of its weights per pass. Attention's FLOPs, sampling, the reward, the
+  optimizer and everything else are ignored: a lower bound on time, as
+  tight as the measured rates are true maxima (see `decode_roofline`).
   """
   body = matmul_params - head_params
   prompts, rows = len(prompt_tokens), len(prompt_tokens) * group

@@ -38,7 +38,7 @@ def _scaling_row(kind: str, model: str, d: dict) -> str:
 
 def _kv(roof: dict) -> str:
   """The KV cache's bytes per token the roofline counts (runs before
-  2026-12-06 left the cache out)."""
+  b51ac70 left the cache out)."""
   kv = roof.get("kv_bytes_per_slot")
   return f" + KV cache {kv / 1e3:.3g} KB per token" if kv else ""
 

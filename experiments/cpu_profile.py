@@ -1,8 +1,8 @@
 """The profiles behind the README's Performance notes (CPU).
 
   python -m experiments.cpu_profile \
-      [--sections matmul,decode,train,attention,logprobs,sampling,rollout,
-                  prompt_share,grpo_step,compiler]
+      [--sections matmul,decode,train,attention,logprobs,sampling,prefill,
+                  rollout,prompt_share,grpo_step,compiler]
   XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.cpu_profile \
       --sections decode        # the same decode under another XLA CPU path
 
@@ -62,6 +62,11 @@ sampling  one sampled token's choice over SmolLM2's vocabulary at B = 16
         weights-left head, transposed to [B, V] first vs reduced where they
         lie (`decode`'s vocabulary-major loop): greedy at B = 32 and 8 (the
         decode benchmark's), sampled at B = 16.
+prefill  the sampler's prefill of 64-token prompts at B = 1 and 32 on the tiny
+        model's and SmolLM2's shapes (random weights, float32):
+        `sampling.prefill`, which runs the output head at each row's last
+        prompt token only, vs the head over every prompt position (what it
+        replaced), interleaved.
 
 The GRPO sections (logprobs, prompt_share, rollout, grpo_step, compiler)
 live in `cpu_profile_grpo`, the shared timing and trace helpers in
@@ -74,6 +79,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import re
 import resource
 
@@ -86,7 +92,9 @@ from experiments import profile_tools as tools
 from rlcs_jax import host_memory
 from rlcs_jax.model.config import PRESETS, ModelConfig
 from rlcs_jax.model import attention as attention_lib
+from rlcs_jax.model import kv_cache
 from rlcs_jax.model import matmul as matmul_lib
+from rlcs_jax.model.transformer import Transformer
 from rlcs_jax.sampler import sampling
 
 
@@ -306,6 +314,41 @@ def attention(batch: int = 8, length: int = 256, reps: int = 7) -> None:
     print(f"  {dtype:8s} {what:9s} {name:17s} {1e3 * secs:6.2f} ms")
 
 
+def prefill(prompt: int = 64, reps: int = 5) -> None:
+  """`sampling.prefill` (the output head at each row's last prompt token)
+  vs the head over every prompt position (`prefill` at 162f4cd^), on the
+  tiny model's and SmolLM2's shapes (random weights, float32), interleaved."""
+
+  def all_positions(params, tokens_BP, valid_BP, model_cfg):
+    logits_BPV, cache = Transformer(model_cfg).apply(
+        {"params": params},
+        tokens_BP,
+        valid_BL=valid_BP,
+        cache=kv_cache.init_cache(model_cfg, tokens_BP.shape[0], 0),
+    )
+    last = prompt - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
+    logits = jnp.take_along_axis(logits_BPV, last[:, None, None], axis=1)
+    return logits[:, 0], cache
+
+  for name in ("tiny", "smollm2_135m"):
+    cfg = ModelConfig(**PRESETS[name])
+    params = tools.random_params(cfg)
+    old = jax.jit(functools.partial(all_positions, model_cfg=cfg))
+    for batch in (1, 32):
+      tokens, valid = tools.random_prompts(cfg, batch, prompt)
+      runs = {
+          "every position": lambda: old(params, tokens, valid),
+          "last position": lambda: sampling.prefill(
+              params, tokens, valid, model_cfg=cfg
+          ),
+      }
+      for what, secs in tools.interleaved_median_s(runs, reps).items():
+        print(
+            f"  {name:12s} B={batch:2d} x {prompt}, head at {what:14s}"
+            f" {1e3 * secs:7.1f} ms"
+        )
+
+
 def sampling_choice(batch: int = 16, steps: int = 128, reps: int = 5) -> None:
   vocab = PRESETS["smollm2_135m"]["vocab_size"]
   logits = 4 * jax.random.normal(jax.random.key(0), (batch, vocab))
@@ -378,7 +421,7 @@ def main() -> None:
   parser.add_argument(
       "--sections",
       default=(
-          "matmul,decode,train,attention,logprobs,sampling,rollout,"
+          "matmul,decode,train,attention,logprobs,sampling,prefill,rollout,"
           "prompt_share"
       ),
   )
@@ -390,6 +433,7 @@ def main() -> None:
       attention=attention,
       logprobs=cpu_profile_grpo.logprobs,
       sampling=sampling_choice,
+      prefill=prefill,
       rollout=cpu_profile_grpo.rollout,
       prompt_share=cpu_profile_grpo.prompt_share,
       grpo_step=cpu_profile_grpo.grpo_step,
