@@ -74,16 +74,14 @@ def check_room(cache: Cache, new_tokens: int) -> None:
 def write_slots(cache_x: Array, new_x: Array, start) -> Array:
   """`dynamic_update_slice` of new slots into a cache array.
 
-  On CPU a 16-bit float cache is written through its bit pattern: XLA:CPU's
-  float normalization runs a bf16 update in f32, converting the whole cache
-  to f32 and back for every decoded token; as uint16 no value is converted
+  A 16-bit float cache is written through its bit pattern: XLA:CPU's float
+  normalization runs a bf16 update in f32, converting the whole cache to
+  f32 and back for every decoded token; as uint16 no value is converted
   (the write still copies the cache, which XLA:CPU's in-place update needs
-  a root without the bitcasts for). The same values either way. f32
-  caches, and every cache on other backends (which update bf16 natively,
-  so the bitcasts could only stand in the way of the in-place update; not
-  measured here, where no accelerator exists), are updated directly.
+  a root without the bitcasts for). The same values either way; f32
+  caches are updated in place.
   """
-  if jnp.dtype(cache_x.dtype).itemsize != 2 or jax.default_backend() != "cpu":
+  if jnp.dtype(cache_x.dtype).itemsize != 2:
     return jax.lax.dynamic_update_slice(cache_x, new_x, start)
   bits = jax.lax.bitcast_convert_type
   return bits(
