@@ -30,6 +30,7 @@ import numpy as np
 
 from experiments import bench_setup as bs
 from rlcs_jax import compiler
+from rlcs_jax import memory_plan
 from rlcs_jax.model import hf_checkpoint
 from rlcs_jax.model.config import PRESETS, ModelConfig, dtype_of
 from rlcs_jax.model.transformer import Transformer
@@ -183,9 +184,9 @@ def roofline(
   The matmul rate on `dtype`'s path (the faster of this measurement and
   `flops_per_s`, an earlier one), and the read rate over the weights as
   stored in `dtype` (decode and GRPO's rollout multiply by matrices in the
-  compute dtype, `sampling.compute_params`); the weights' and one cached
-  token's bytes in `dtype`. Measured rates, not a profile
-  of our code: `bench_roofline` turns them into the least time any
+  compute dtype, `sampling.compute_params`); the weights' bytes in `dtype`
+  and one cached token's in the model's cache dtype. Measured rates, not a
+  profile of our code: `bench_roofline` turns them into the least time any
   implementation could take.
   """
   n = cfg.matmul_params()
@@ -201,14 +202,10 @@ def roofline(
       # Output head (vocab x model); a prefill needs it at one position.
       "head_params": cfg.vocab_size * cfg.d_model,
       "weight_bytes": weight_bytes,
-      # One token's keys and values over all layers, cached in `dtype`: the
-      # compute dtype, as HF's float32 decode, our GRPO rollouts and (from
-      # reading trl 1.16.0 and accelerate) TRL's `bf16=True` ones cache.
-      "kv_bytes_per_slot": 2
-      * cfg.num_layers
-      * cfg.num_kv_heads
-      * cfg.head_dim
-      * jnp.dtype(dtype_of(dtype)).itemsize,
+      # One token's keys and values over all layers in the model's cache
+      # dtype: its compute dtype, as HF's float32 decode and (from reading
+      # trl 1.16.0 and accelerate) TRL's `bf16=True` rollouts cache too.
+      "kv_bytes_per_slot": memory_plan.kv_cache_bytes(cfg, 1, 1, 1),
   }
 
 

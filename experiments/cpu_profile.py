@@ -326,7 +326,7 @@ def prefill(prompt: int = 64, reps: int = 5) -> None:
         valid_BL=valid_BP,
         cache=kv_cache.init_cache(model_cfg, tokens_BP.shape[0], 0),
     )
-    last = prompt - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
+    last = tokens_BP.shape[1] - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
     logits = jnp.take_along_axis(logits_BPV, last[:, None, None], axis=1)
     return logits[:, 0], cache
 

@@ -267,20 +267,20 @@ def prefill(
   # SmolLM2 at B = 32 x 64 they were 116 GFLOP and a 400 MB array.
   last = p - 1 - jnp.argmax(valid_BP[:, ::-1], axis=-1)
   hidden_B1D = jnp.take_along_axis(hidden_BPD, last[:, None, None], axis=1)
-  logits_BV = output_logits(params, model_cfg, hidden_B1D)
+  logits_B1V = output_logits(params, model_cfg, hidden_B1D)
   if r > 1:
     # Split over the batch axes again, as the rows arrived (a no-op without
     # logical axis rules).
     rows = lambda x: nn.with_logical_constraint(
         jnp.repeat(x, r, axis=0), ("activation_batch",) + (None,) * (x.ndim - 1)
     )
-    logits_BV = rows(logits_BV)
+    logits_B1V = rows(logits_B1V)
     cache = dict(
         cache,
         layers=jax.tree.map(rows, cache["layers"]),
         valid=rows(cache["valid"]),
     )
-  return logits_BV[:, 0], cache
+  return logits_B1V[:, 0], cache
 
 
 # Not donated: the loop grows the cache, so no input buffer has an output's
